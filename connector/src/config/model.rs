@@ -1,0 +1,516 @@
+//! The connector configuration as written in a ThingsBoard gateway `socket.json` (current format).
+//!
+//! Every field's doc comment is also its JSON-schema description, which the operator's CRD embeds,
+//! so `kubectl explain` shows the same text. The old flat format is rewritten into this shape by
+//! [`super::load`] before deserialization, exactly as ThingsBoard's backward-compatibility adapter does.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A ThingsBoard IoT Gateway socket connector configuration (`socket.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorConfig {
+    /// Connector name: the `connectorName` attribute of every device, the prefix of remote-log keys.
+    /// ThingsBoard replaces it with `connectors[].name` of `tb_gateway.json`; here `--connector-name`
+    /// does that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Connector id written by the ThingsBoard gateway. Accepted and not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Log level of the connector: TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL or NONE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+    /// Also send log records at or above `logLevel` to ThingsBoard as gateway telemetry `<name>_LOGS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_remote_logging: Option<bool>,
+    /// Connector-level report strategy; device and key strategies override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_strategy: Option<ReportStrategyConfig>,
+    /// Version of the gateway that wrote the file. Accepted and not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// Deprecated in ThingsBoard (ignored there); here `true` means the connector-level report
+    /// strategy defaults to ON_CHANGE, as the ThingsBoard docs promise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_data_only_on_change: Option<bool>,
+    /// The local socket the connector listens on.
+    pub socket: SocketConfig,
+    /// Devices: which peers they are and how their bytes become telemetry and attributes.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// The listening socket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketConfig {
+    /// `TCP` or `UDP` (case-insensitive).
+    #[serde(rename = "type", default)]
+    pub kind: SocketKind,
+    /// Local address to bind, IPv4 or IPv6 (`0.0.0.0` or `::` for all interfaces).
+    #[serde(default = "default_bind_address")]
+    pub address: String,
+    /// Local port to bind (0 picks a free port, logged at start).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Bytes read at most per read (TCP) or per datagram (UDP); without framing one read is one
+    /// message. Default 1024. ThingsBoard ignores this key by a bug; here it is honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_size: Option<u32>,
+    /// The key ThingsBoard's code actually reads; `bufferSize` wins when both are given.
+    #[serde(
+        rename = "buffer_size",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buffer_size_legacy: Option<u32>,
+}
+
+impl SocketConfig {
+    /// The effective read size.
+    pub fn read_size(&self) -> usize {
+        self.buffer_size
+            .or(self.buffer_size_legacy)
+            .unwrap_or(DEFAULT_BUFFER_SIZE) as usize
+    }
+}
+
+pub const DEFAULT_BUFFER_SIZE: u32 = 1024;
+pub const DEFAULT_PORT: u16 = 50000;
+pub const DEFAULT_BIND_ADDRESS: &str = "127.0.0.1";
+
+fn default_bind_address() -> String {
+    DEFAULT_BIND_ADDRESS.to_owned()
+}
+
+fn default_port() -> u16 {
+    DEFAULT_PORT
+}
+
+fn default_device_type() -> String {
+    "default".to_owned()
+}
+
+/// One ThingsBoard device fed by peers matching its address filter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceConfig {
+    /// Address filter on the peer's `ip:port`: `*` is any text, the rest is a regular expression
+    /// matched against the whole string (`*:*`, `192.168.0.10:*`, `10\.0\.0\.[0-9]+:.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Same as `address`, and wins over it when both are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_filter: Option<String>,
+    /// Device name in ThingsBoard.
+    pub device_name: String,
+    /// Device profile in ThingsBoard (sent in `v1/gateway/connect`).
+    #[serde(default = "default_device_type")]
+    pub device_type: String,
+    /// How byte slices become text: utf-8 (default), ascii, latin-1, hex, utf-16, utf-16-le,
+    /// utf-16-be, utf-32, utf-32-le, utf-32-be.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Uplink converter class of the ThingsBoard gateway; only the default
+    /// `BytesSocketUplinkConverter` exists here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converter: Option<String>,
+    /// Device-level report strategy; key strategies override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_strategy: Option<ReportStrategyConfig>,
+    /// Time-series keys cut from each message.
+    #[serde(default)]
+    pub telemetry: Vec<KeyConfig>,
+    /// Client attributes cut from each message.
+    #[serde(default)]
+    pub attributes: Vec<KeyConfig>,
+    /// Messages that ask ThingsBoard for attribute values.
+    #[serde(default)]
+    pub attribute_requests: Vec<AttributeRequestConfig>,
+    /// Shared attributes forwarded to the device when they change in ThingsBoard.
+    #[serde(default)]
+    pub attribute_updates: Vec<AttributeUpdateConfig>,
+    /// RPC methods forwarded to the device.
+    #[serde(default)]
+    pub server_side_rpc: Vec<RpcConfig>,
+}
+
+impl DeviceConfig {
+    /// The address filter, `addressFilter` taking precedence over `address` as in ThingsBoard.
+    pub fn filter_pattern(&self) -> Option<&str> {
+        self.address_filter.as_deref().or(self.address.as_deref())
+    }
+}
+
+/// One telemetry or attribute key: a byte slice of the message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyConfig {
+    /// Key name in ThingsBoard.
+    pub key: String,
+    /// First byte of the slice (negative counts from the end); absent means the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_from: Option<i64>,
+    /// End of the slice, exclusive (negative counts from the end); `-1` means "to the end,
+    /// including the last byte"; absent means the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_to: Option<i64>,
+    /// Key-level report strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_strategy: Option<ReportStrategyConfig>,
+}
+
+/// When a datapoint is sent to ThingsBoard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportStrategyConfig {
+    /// ON_RECEIVED, ON_CHANGE, ON_REPORT_PERIOD, ON_CHANGE_OR_REPORT_PERIOD or DISABLED
+    /// (case-insensitive).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ReportStrategyKind>,
+    /// Period in milliseconds of the two period strategies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_period: Option<u64>,
+    /// Seconds a remembered value lives without updates (default 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+    /// Accepted for compatibility; ThingsBoard does not use it either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation_function: Option<String>,
+}
+
+/// An attribute request: a message that matches `requestExpression` asks ThingsBoard for the
+/// attributes named by `attributeNameExpression`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeRequestConfig {
+    /// `shared` or `client`.
+    #[serde(rename = "type", default)]
+    pub scope: AttributeScope,
+    /// `${[from:to]==literal}`: the message is a request when that slice equals the literal.
+    pub request_expression: String,
+    /// Slices naming the requested keys, e.g. `[4:19][20:]`.
+    pub attribute_name_expression: String,
+    /// Written by the ThingsBoard UI; accepted, expressions are always parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_expression_source: Option<String>,
+    /// Written by the ThingsBoard UI; accepted, expressions are always parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute_name_expression_source: Option<String>,
+}
+
+/// Forwards one shared attribute to the device when it changes in ThingsBoard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributeUpdateConfig {
+    /// Shared attribute key in ThingsBoard (exact match).
+    #[serde(rename = "attributeOnThingsBoard")]
+    pub attribute_on_thingsboard: String,
+    /// Encoding of the bytes written to the device; the device's encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+}
+
+/// A server-side RPC method forwarded to the device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcConfig {
+    /// RPC method name.
+    #[serde(rename = "methodRPC")]
+    pub method_rpc: String,
+    /// Reply to ThingsBoard with the outcome.
+    #[serde(default)]
+    pub with_response: bool,
+    /// `write` sends the RPC params to the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_processing: Option<String>,
+    /// Encoding of the bytes written to the device; the device's encoding when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+}
+
+/// Attribute scope of an attribute request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeScope {
+    #[default]
+    Shared,
+    Client,
+}
+
+/// Defines a string enum that deserializes case-insensitively (as ThingsBoard's `.upper()` does),
+/// serializes in its canonical spelling and publishes a schema that accepts any letter case.
+macro_rules! case_insensitive_enum {
+    ($(#[$meta:meta])* $name:ident, $schema_name:literal { $($(#[$variant_meta:meta])* $variant:ident => $canonical:literal $(| $alias:literal)*),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$variant_meta])* $variant),+ }
+
+        impl $name {
+            /// Canonical spellings, for error messages and the schema.
+            pub const NAMES: &'static [&'static str] = &[$($canonical),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $canonical),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                let upper = text.trim().to_ascii_uppercase();
+                $(if upper == $canonical $(|| upper == $alias)* { return Some(Self::$variant); })+
+                None
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                Self::parse(&text).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "unknown value {text:?}, expected one of {}",
+                        Self::NAMES.join(", ")
+                    ))
+                })
+            }
+        }
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                Cow::Borrowed($schema_name)
+            }
+
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({
+                    "type": "string",
+                    "pattern": case_insensitive_pattern(&[$($canonical $(, $alias)*),+]),
+                })
+            }
+        }
+    };
+}
+
+/// An anchored regex (ECMA and RE2 compatible, so usable in a CRD) accepting `names` in any case.
+fn case_insensitive_pattern(names: &[&str]) -> String {
+    let alternatives: Vec<String> = names
+        .iter()
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphabetic() {
+                        format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                    } else {
+                        regex::escape(&c.to_string())
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    format!("^({})$", alternatives.join("|"))
+}
+
+case_insensitive_enum!(
+    /// Transport of the listening socket.
+    #[derive(Default)]
+    SocketKind, "SocketKind" { #[default] Tcp => "TCP", Udp => "UDP" }
+);
+
+case_insensitive_enum!(
+    /// Report strategy type.
+    ReportStrategyKind, "ReportStrategyKind" {
+        OnReceived => "ON_RECEIVED",
+        OnChange => "ON_CHANGE",
+        OnReportPeriod => "ON_REPORT_PERIOD",
+        OnChangeOrReportPeriod => "ON_CHANGE_OR_REPORT_PERIOD",
+        Disabled => "DISABLED",
+    }
+);
+
+case_insensitive_enum!(
+    /// Log level names of the ThingsBoard gateway (Python logging names).
+    LogLevel, "LogLevel" {
+        Trace => "TRACE",
+        Debug => "DEBUG",
+        Info => "INFO",
+        Warning => "WARNING" | "WARN",
+        Error => "ERROR",
+        Critical => "CRITICAL" | "FATAL",
+        None => "NONE",
+    }
+);
+
+/// Text encoding of a device's bytes. Names follow Python's codec names, in any case, with `_`
+/// or `-` (`UTF_8`, `utf8`, `Latin-1`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    #[default]
+    Utf8,
+    Ascii,
+    Latin1,
+    Hex,
+    Utf16,
+    Utf16Le,
+    Utf16Be,
+    Utf32,
+    Utf32Le,
+    Utf32Be,
+}
+
+impl Encoding {
+    pub const NAMES: &'static [&'static str] = &[
+        "utf-8",
+        "ascii",
+        "latin-1",
+        "hex",
+        "utf-16",
+        "utf-16-le",
+        "utf-16-be",
+        "utf-32",
+        "utf-32-le",
+        "utf-32-be",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Utf8 => "utf-8",
+            Self::Ascii => "ascii",
+            Self::Latin1 => "latin-1",
+            Self::Hex => "hex",
+            Self::Utf16 => "utf-16",
+            Self::Utf16Le => "utf-16-le",
+            Self::Utf16Be => "utf-16-be",
+            Self::Utf32 => "utf-32",
+            Self::Utf32Le => "utf-32-le",
+            Self::Utf32Be => "utf-32-be",
+        }
+    }
+
+    /// Parses a codec name the way Python normalizes them: any case, `_` or `-` or nothing
+    /// between the parts (`UTF_8`, `utf8`, `Latin-1`, `utf_16_le`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let compact: String = text
+            .trim()
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let encoding = match compact.as_str() {
+            "utf8" => Self::Utf8,
+            "ascii" => Self::Ascii,
+            "latin1" | "iso88591" => Self::Latin1,
+            "hex" => Self::Hex,
+            "utf16" => Self::Utf16,
+            "utf16le" => Self::Utf16Le,
+            "utf16be" => Self::Utf16Be,
+            "utf32" => Self::Utf32,
+            "utf32le" => Self::Utf32Le,
+            "utf32be" => Self::Utf32Be,
+            _ => return None,
+        };
+        Some(encoding)
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Encoding {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Encoding {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown encoding {text:?}, expected one of {}",
+                Self::NAMES.join(", ")
+            ))
+        })
+    }
+}
+
+impl JsonSchema for Encoding {
+    fn schema_name() -> Cow<'static, str> {
+        Cow::Borrowed("Encoding")
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Aliases in other spellings are accepted by the loader; the schema lists the canonical
+        // names in any case, with `_` or `-`.
+        json_schema!({
+            "type": "string",
+            "pattern": r"^(?:[Uu][Tt][Ff][-_]?(?:8|(?:16|32)(?:[-_]?(?:[Ll][Ee]|[Bb][Ee]))?)|[Aa][Ss][Cc][Ii][Ii]|[Ll][Aa][Tt][Ii][Nn][-_]?1|[Ii][Ss][Oo][-_]?8859[-_]1|[Hh][Ee][Xx])$",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_insensitive_enums_parse_any_case_and_aliases() {
+        assert_eq!(SocketKind::parse("udp"), Some(SocketKind::Udp));
+        assert_eq!(SocketKind::parse("Tcp"), Some(SocketKind::Tcp));
+        assert_eq!(SocketKind::parse("sctp"), None);
+        assert_eq!(LogLevel::parse("warn"), Some(LogLevel::Warning));
+        assert_eq!(
+            ReportStrategyKind::parse("on_change"),
+            Some(ReportStrategyKind::OnChange)
+        );
+    }
+
+    #[test]
+    fn schema_pattern_accepts_exactly_the_parseable_names() {
+        let pattern = regex::Regex::new(&case_insensitive_pattern(&["TCP", "UDP"])).unwrap();
+        for name in ["TCP", "tcp", "uDp"] {
+            assert!(pattern.is_match(name), "{name}");
+        }
+        for name in ["TCPX", "tc", "", " tcp"] {
+            assert!(!pattern.is_match(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn encoding_schema_pattern_agrees_with_parser() {
+        let schema = Encoding::json_schema(&mut SchemaGenerator::default());
+        let pattern = schema
+            .get("pattern")
+            .and_then(|p| p.as_str())
+            .expect("pattern");
+        let pattern = regex::Regex::new(pattern).unwrap();
+        for name in
+            Encoding::NAMES
+                .iter()
+                .chain(&["UTF_8", "utf8", "Latin-1", "utf_16_le", "UTF16BE"])
+        {
+            assert!(pattern.is_match(name), "schema rejects {name}");
+            assert!(Encoding::parse(name).is_some(), "parser rejects {name}");
+        }
+        for name in ["utf-7", "cp1252", "utf-8-sig", "utf8le"] {
+            assert!(!pattern.is_match(name), "schema accepts {name}");
+            assert!(Encoding::parse(name).is_none(), "parser accepts {name}");
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Uplink conversion: a device message's bytes become telemetry and attribute datapoints.
+//!
+//! Pure functions over byte slices; no IO, no clock (the caller passes the timestamp).
+
+pub mod slice;
+pub mod text;
+mod uplink;
+
+pub use uplink::{KeySlice, UplinkConverter};
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::report::ReportStrategy;
+
+/// The ThingsBoard device a message belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceIdentity {
+    pub name: Arc<str>,
+    pub device_type: Arc<str>,
+}
+
+/// One key's value from one message, with the report strategy that governs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Datapoint {
+    pub key: Arc<str>,
+    pub value: Value,
+    pub strategy: ReportStrategy,
+}
+
+/// What one message yields for one device: one timestamp for all its telemetry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvertedData {
+    pub device: Arc<DeviceIdentity>,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    pub telemetry: Vec<Datapoint>,
+    pub attributes: Vec<Datapoint>,
+}
+
+impl ConvertedData {
+    pub fn is_empty(&self) -> bool {
+        self.telemetry.is_empty() && self.attributes.is_empty()
+    }
+}

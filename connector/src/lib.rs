@@ -1,0 +1,19 @@
+//! ThingsBoard-compatible socket connector: TCP/UDP device bytes in, ThingsBoard MQTT gateway API out.
+//!
+//! Layers, from the wire inwards: [`transport`] (listeners, address filter) → [`router`] (which
+//! devices a peer feeds) → [`convert`] (bytes to datapoints) → [`report`] (report strategies) →
+//! [`thingsboard`] (gateway API over MQTT). [`config`] is the `socket.json` model that the
+//! Kubernetes operator embeds; [`runtime`] wires the layers together.
+
+pub mod address_filter;
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod demo;
+pub mod logging;
+pub mod report;
+pub mod router;
+pub mod runtime;
+pub mod stop;
+pub mod thingsboard;
+pub mod transport;

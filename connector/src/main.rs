@@ -1,0 +1,201 @@
+//! `socket-connector`: the command line. Parses flags and environment, then hands over to the
+//! library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use rumqttc::QoS;
+use socket_connector::config::{self, LogLevel, ReportStrategyConfig};
+use socket_connector::demo;
+use socket_connector::logging::{self, LogFormat};
+use socket_connector::report::ReportStrategy;
+use socket_connector::runtime::{shutdown_signal, Connector, GatewaySettings};
+use socket_connector::thingsboard::MqttSettings;
+use tracing::{error, info, warn};
+
+/// ThingsBoard-compatible socket connector: devices talk raw TCP or UDP to it, it sends their
+/// data to ThingsBoard over the MQTT gateway API.
+#[derive(Debug, Parser)]
+#[command(name = "socket-connector", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log output: `human` lines or `json` objects, on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// Overrides the config's `logLevel` (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL, NONE).
+    #[arg(long, global = true, env = "LOG_LEVEL", value_parser = parse_log_level)]
+    log_level: Option<LogLevel>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the connector with a ThingsBoard `socket.json`.
+    Run(RunArgs),
+    /// Show data flowing with nothing installed: an embedded MQTT broker, the connector with
+    /// `examples/socket.json` and a simulated device; prints what ThingsBoard would receive.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The connector configuration: a ThingsBoard gateway `socket.json` (current or old format).
+    #[arg(long, short, env = "SOCKET_CONNECTOR_CONFIG")]
+    config: PathBuf,
+    #[command(flatten)]
+    thingsboard: ThingsBoardArgs,
+    /// Seconds to finish sending and disconnect devices after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 10, env = "SHUTDOWN_GRACE_SECONDS")]
+    shutdown_grace_seconds: u64,
+}
+
+/// Where ThingsBoard is and how to talk to it (the `thingsboard` section of `tb_gateway.json`).
+#[derive(Debug, Args)]
+struct ThingsBoardArgs {
+    /// ThingsBoard MQTT host.
+    #[arg(long, env = "TB_HOST", default_value = "localhost")]
+    tb_host: String,
+    /// ThingsBoard MQTT port.
+    #[arg(long, env = "TB_PORT", default_value_t = 1883)]
+    tb_port: u16,
+    /// Access token of the gateway device in ThingsBoard; sent as the MQTT username.
+    /// Prefer the environment variable, so the token stays out of process listings.
+    #[arg(long, env = "TB_ACCESS_TOKEN", hide_env_values = true)]
+    token: String,
+    /// MQTT client id; must be unique per running connector. Default: `socket-connector-<random>`.
+    #[arg(long, env = "TB_CLIENT_ID")]
+    client_id: Option<String>,
+    /// MQTT QoS of published data: 0 (at most once) or 1 (at least once).
+    #[arg(long, env = "TB_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Gateway-wide report strategy, the last level of the cascade, as JSON:
+    /// '{"type": "ON_CHANGE_OR_REPORT_PERIOD", "reportPeriod": 60000}'.
+    #[arg(long, env = "TB_REPORT_STRATEGY", value_parser = parse_report_strategy)]
+    report_strategy: Option<ReportStrategyConfig>,
+    /// Connector name in ThingsBoard (the `connectorName` attribute); default: the config's `name`.
+    #[arg(long, env = "CONNECTOR_NAME")]
+    connector_name: Option<String>,
+    /// Largest MQTT payload in bytes; larger batches are split.
+    #[arg(long, env = "TB_MAX_PAYLOAD_SIZE", default_value_t = 8196)]
+    max_payload_size: usize,
+    /// MQTT keep-alive in seconds.
+    #[arg(long, env = "TB_KEEP_ALIVE_SECONDS", default_value_t = 60)]
+    keep_alive_seconds: u64,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Use this `socket.json` instead of the built-in `examples/socket.json`; the simulated
+    /// device then sends the built-in frames to it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn parse_log_level(text: &str) -> Result<LogLevel, String> {
+    LogLevel::parse(text).ok_or_else(|| format!("expected one of {}", LogLevel::NAMES.join(", ")))
+}
+
+fn parse_report_strategy(text: &str) -> Result<ReportStrategyConfig, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a report strategy object: {e}"))
+}
+
+impl ThingsBoardArgs {
+    fn settings(&self) -> GatewaySettings {
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("socket-connector-{:08x}", rand::random::<u32>()));
+        GatewaySettings {
+            mqtt: MqttSettings {
+                host: self.tb_host.clone(),
+                port: self.tb_port,
+                access_token: self.token.clone(),
+                client_id,
+                qos: if self.qos == 0 {
+                    QoS::AtMostOnce
+                } else {
+                    QoS::AtLeastOnce
+                },
+                keep_alive: Duration::from_secs(self.keep_alive_seconds.max(5)),
+                max_payload: self.max_payload_size.max(256),
+            },
+            report_strategy: ReportStrategy::global(self.report_strategy.as_ref()),
+            connector_name: self.connector_name.clone(),
+        }
+    }
+}
+
+/// Exit codes: 0 stopped cleanly, 1 runtime failure, 2 invalid configuration or usage.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args, cli.log_format, cli.log_level)),
+        Command::Demo(args) => {
+            logging::init(cli.log_level.unwrap_or(LogLevel::Warning), cli.log_format);
+            let options = demo::DemoOptions {
+                duration: args.duration.map(Duration::from_secs),
+                config: args.config,
+            };
+            match runtime.block_on(demo::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) -> ExitCode {
+    let loaded = match config::load_file(&args.config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!(
+                "error: invalid configuration {}: {e}",
+                args.config.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let level = log_level
+        .or(loaded.config.log_level)
+        .unwrap_or(LogLevel::Info);
+    logging::init(level, log_format);
+    for warning in &loaded.warnings {
+        warn!(file = %args.config.display(), "{warning}");
+    }
+    let connector = match Connector::start(&loaded.config, args.thingsboard.settings()).await {
+        Ok(connector) => connector,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    shutdown_signal().await;
+    info!("stopping");
+    connector
+        .shutdown(Duration::from_secs(args.shutdown_grace_seconds))
+        .await;
+    info!("connector has been stopped");
+    ExitCode::SUCCESS
+}

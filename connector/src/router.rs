@@ -1,0 +1,154 @@
+//! The device table built from the configuration: which devices a peer feeds, and the converter
+//! of each. Built once per configuration; the data path never re-reads config.
+
+use std::sync::Arc;
+
+use crate::address_filter::AddressFilter;
+use crate::config::{
+    ConnectorConfig, DeviceConfig, KeyConfig, ReportStrategyConfig, ReportStrategyKind,
+};
+use crate::convert::{ConvertedData, DeviceIdentity, KeySlice, UplinkConverter};
+use crate::report::{ReportStrategy, StrategyCascade};
+
+#[derive(Debug)]
+pub struct Device {
+    pub filter: AddressFilter,
+    pub converter: UplinkConverter,
+}
+
+/// Indices of the devices a peer feeds, in configuration order.
+pub type DeviceSet = Vec<usize>;
+
+#[derive(Debug)]
+pub struct Router {
+    devices: Vec<Device>,
+}
+
+impl Router {
+    /// `global` is the gateway-wide report strategy (`--report-strategy`).
+    pub fn new(config: &ConnectorConfig, global: ReportStrategy) -> Self {
+        let connector_level = config.report_strategy.clone().or_else(|| {
+            (config.send_data_only_on_change == Some(true)).then_some(ReportStrategyConfig {
+                kind: Some(ReportStrategyKind::OnChange),
+                report_period: None,
+                ttl: None,
+                aggregation_function: None,
+            })
+        });
+        let cascade = StrategyCascade::new(global, connector_level.as_ref());
+        let devices = config
+            .devices
+            .iter()
+            .map(|device| Device {
+                filter: AddressFilter::new(device.filter_pattern().unwrap_or_default()),
+                converter: converter(device, &cascade),
+            })
+            .collect();
+        Self { devices }
+    }
+
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// Every device whose filter matches the peer (ThingsBoard gives the message to all of them).
+    pub fn matching(&self, peer: &str) -> DeviceSet {
+        self.devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.filter.matches(peer))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Converts one message for each device of the set; devices with no keys yield nothing.
+    pub fn convert<'a>(
+        &'a self,
+        set: &'a [usize],
+        data: &'a [u8],
+        ts_ms: i64,
+    ) -> impl Iterator<Item = ConvertedData> + 'a {
+        set.iter()
+            .filter_map(|&i| self.devices.get(i))
+            .map(move |d| d.converter.convert(data, ts_ms))
+            .filter(|c| !c.is_empty())
+    }
+}
+
+fn converter(device: &DeviceConfig, cascade: &StrategyCascade) -> UplinkConverter {
+    let keys = |keys: &[KeyConfig]| {
+        keys.iter()
+            .map(|k| KeySlice {
+                key: k.key.as_str().into(),
+                byte_from: k.byte_from,
+                byte_to: k.byte_to,
+                strategy: cascade
+                    .resolve(device.report_strategy.as_ref(), k.report_strategy.as_ref()),
+            })
+            .collect()
+    };
+    UplinkConverter {
+        device: Arc::new(DeviceIdentity {
+            name: device.device_name.as_str().into(),
+            device_type: device.device_type.as_str().into(),
+        }),
+        encoding: device.encoding,
+        telemetry: keys(&device.telemetry),
+        attributes: keys(&device.attributes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_value;
+    use serde_json::json;
+
+    fn router(config: serde_json::Value) -> Router {
+        Router::new(
+            &load_value(config).unwrap().config,
+            ReportStrategy::global(None),
+        )
+    }
+
+    #[test]
+    fn overlapping_filters_feed_every_matching_device() {
+        let router = router(json!({"socket": {}, "devices": [
+            {"address": "*:*", "deviceName": "all", "telemetry": [{"key": "t"}]},
+            {"address": "127.0.0.1:*", "deviceName": "local", "telemetry": [{"key": "t"}]},
+            {"address": "10.0.0.1:*", "deviceName": "other", "telemetry": [{"key": "t"}]},
+            {"address": "*:*", "deviceName": "all-again", "telemetry": [{"key": "u", "byteFrom": 1}]}
+        ]}));
+        let set = router.matching("127.0.0.1:4000");
+        assert_eq!(set, [0, 1, 3]);
+        let names: Vec<String> = router
+            .convert(&set, b"ab", 0)
+            .map(|c| c.device.name.to_string())
+            .collect();
+        assert_eq!(
+            names,
+            ["all", "local", "all-again"],
+            "same filter twice: both devices get data"
+        );
+        assert!(router
+            .matching("10.0.0.2:1")
+            .iter()
+            .all(|i| *i == 0 || *i == 3));
+    }
+
+    #[test]
+    fn devices_without_keys_produce_nothing() {
+        let router =
+            router(json!({"socket": {}, "devices": [{"address": "*:*", "deviceName": "silent"}]}));
+        let set = router.matching("1.2.3.4:5");
+        assert_eq!(router.convert(&set, b"x", 0).count(), 0);
+    }
+
+    #[test]
+    fn send_data_only_on_change_means_on_change() {
+        let router = router(json!({"sendDataOnlyOnChange": true, "socket": {},
+            "devices": [{"address": "*:*", "deviceName": "d", "telemetry": [{"key": "t"}]}]}));
+        let strategy = router.devices()[0].converter.telemetry[0].strategy;
+        assert_eq!(strategy.kind, ReportStrategyKind::OnChange);
+    }
+}

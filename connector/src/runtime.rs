@@ -1,0 +1,156 @@
+//! Wiring: binds the device socket, starts the MQTT session and the uplink task, and shuts them
+//! down in order (stop reading, flush the queue, disconnect devices, close the session).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{ConnectorConfig, SocketKind};
+use crate::report::ReportStrategy;
+use crate::router::Router;
+use crate::thingsboard::uplink::Uplink;
+use crate::thingsboard::{link, MqttSettings};
+use crate::transport::{self, Ingest};
+
+/// Gateway-wide settings, what `tb_gateway.json` holds for the ThingsBoard gateway.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub mqtt: MqttSettings,
+    /// `thingsboard.reportStrategy`: the last level of the report-strategy cascade.
+    pub report_strategy: ReportStrategy,
+    /// Overrides the config's `name`, like `connectors[].name` in `tb_gateway.json`.
+    pub connector_name: Option<String>,
+}
+
+/// Name used when neither the config nor the settings give one.
+pub const DEFAULT_CONNECTOR_NAME: &str = "Socket Connector";
+/// Converted messages waiting for the uplink task; when full, device reads wait.
+const QUEUE_CAPACITY: usize = 8192;
+
+/// A started connector.
+pub struct Connector {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    listener: JoinHandle<()>,
+    uplink: JoinHandle<()>,
+    link: JoinHandle<()>,
+}
+
+impl Connector {
+    /// Binds the device socket and starts talking to ThingsBoard. Fails if the socket cannot be
+    /// bound; an unreachable ThingsBoard is retried in the background.
+    pub async fn start(
+        config: &ConnectorConfig,
+        settings: GatewaySettings,
+    ) -> anyhow::Result<Self> {
+        let router = Arc::new(Router::new(config, settings.report_strategy));
+        let socket = &config.socket;
+        let address = transport::bind_address(&socket.address, socket.port)
+            .await
+            .with_context(|| format!("cannot resolve socket.address {:?}", socket.address))?;
+        let connector_name: Arc<str> = settings
+            .connector_name
+            .clone()
+            .or_else(|| config.name.clone())
+            .unwrap_or_else(|| DEFAULT_CONNECTOR_NAME.to_owned())
+            .into();
+
+        let (stop, stop_rx) = watch::channel(false);
+        let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let ingest = Ingest {
+            router,
+            queue,
+            read_size: socket.read_size(),
+        };
+        let (listener, local_addr) = match socket.kind {
+            SocketKind::Tcp => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on TCP {address}"))?;
+                let local = listener.local_addr()?;
+                (
+                    tokio::spawn(transport::tcp::serve(listener, ingest, stop_rx.clone())),
+                    local,
+                )
+            }
+            SocketKind::Udp => {
+                let udp = UdpSocket::bind(address)
+                    .await
+                    .with_context(|| format!("cannot bind UDP {address}"))?;
+                let local = udp.local_addr()?;
+                (
+                    tokio::spawn(transport::udp::serve(udp, ingest, stop_rx.clone())),
+                    local,
+                )
+            }
+        };
+        info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
+
+        let (client, event_loop) = link::client(&settings.mqtt);
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let link = tokio::spawn(link::drive(
+            event_loop,
+            settings.mqtt.clone(),
+            events,
+            stop_rx,
+        ));
+        let uplink = Uplink::new(
+            client,
+            settings.mqtt.qos,
+            settings.mqtt.max_payload,
+            connector_name,
+        );
+        let uplink = tokio::spawn(uplink.run(queue_rx, events_rx));
+        Ok(Self {
+            local_addr,
+            stop,
+            listener,
+            uplink,
+            link,
+        })
+    }
+
+    /// The bound device socket (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops reading from devices, publishes what was read, disconnects the devices from
+    /// ThingsBoard and closes the session, giving up after `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let drained = async {
+            let _ = self.listener.await;
+            let _ = self.uplink.await;
+            let _ = self.link.await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace period over; unsent data is lost"
+            );
+        }
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

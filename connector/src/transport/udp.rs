@@ -1,0 +1,35 @@
+//! UDP server: every datagram from a matching peer is one message.
+
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::Ingest;
+use crate::address_filter::peer_string;
+
+/// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
+/// ThingsBoard.
+pub async fn serve(socket: UdpSocket, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+    let mut buffer = vec![0u8; ingest.read_size];
+    loop {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buffer) => received,
+            _ = crate::stop::stopped(&mut stop) => break,
+        };
+        match received {
+            Ok((n, peer)) => {
+                let peer = peer_string(peer);
+                let devices = ingest.router.matching(&peer);
+                if devices.is_empty() {
+                    debug!(%peer, "datagram dropped: no device's address filter matches this peer");
+                    continue;
+                }
+                if !ingest.deliver(&devices, &buffer[..n]).await {
+                    break;
+                }
+            }
+            // ICMP errors from earlier sends surface here on some systems; keep serving.
+            Err(error) => warn!(%error, "receiving a UDP datagram failed"),
+        }
+    }
+}
