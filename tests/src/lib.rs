@@ -1,1 +1,25 @@
+//! End-to-end test harness: a real Mosquitto broker standing in for ThingsBoard's MQTT transport,
+//! a test peer playing ThingsBoard's side of the gateway API, and the real `socket-connector`
+//! binary run as a child process.
 
+pub mod broker;
+pub mod connector;
+pub mod peer;
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::time::Duration;
+
+pub use broker::Mosquitto;
+pub use connector::ConnectorProcess;
+pub use peer::{Message, ThingsBoardPeer};
+
+/// Generous bound for anything that should happen "promptly" on a loaded 2-core CI machine.
+pub const PROMPTLY: Duration = Duration::from_secs(10);
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}

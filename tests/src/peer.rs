@@ -1,0 +1,218 @@
+//! A test peer playing ThingsBoard's side of the MQTT gateway API: it records everything the
+//! connector publishes and answers the gateway's `getSessionLimits` RPC like ThingsBoard does.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// One message the connector published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+impl Message {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "{}: payload is not JSON ({e}): {}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// Topics ThingsBoard itself publishes to a gateway; the peer hears its own copies and drops them.
+type Sent = Arc<Mutex<VecDeque<(String, Vec<u8>)>>>;
+
+pub struct ThingsBoardPeer {
+    client: AsyncClient,
+    received: mpsc::UnboundedReceiver<Message>,
+    sent: Sent,
+    task: JoinHandle<()>,
+}
+
+/// ThingsBoard's answer to `getSessionLimits` (its defaults for a gateway session).
+pub fn session_limits() -> Value {
+    json!({
+        "maxPayloadSize": 65536,
+        "maxInflightMessages": 100,
+        "rateLimits": {"messages": "200:1,6000:60,14000:3600", "telemetryMessages": "100:1,3000:60,7000:3600", "telemetryDataPoints": "200:1,6000:60,14000:3600"},
+        "gatewayRateLimits": {"messages": "200:1,6000:60,14000:3600", "telemetryMessages": "100:1,3000:60,7000:3600", "telemetryDataPoints": "200:1,6000:60,14000:3600"}
+    })
+}
+
+impl ThingsBoardPeer {
+    /// Connects to the broker and subscribes to every topic before returning.
+    pub async fn connect(port: u16) -> Self {
+        let id = format!(
+            "tb-peer-{:08x}",
+            std::process::id() ^ crate::free_port() as u32
+        );
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(16 << 20, 16 << 20);
+        let (client, mut event_loop) = AsyncClient::new(options, 1024);
+        let (tx, received) = mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let sent: Sent = Arc::default();
+        let responder = client.clone();
+        let echoes = sent.clone();
+        client
+            .subscribe("#", QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let task = tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match event_loop.poll().await {
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                        let message = Message {
+                            topic: publish.topic.clone(),
+                            payload: publish.payload.to_vec(),
+                        };
+                        if is_echo(&echoes, &message) {
+                            continue;
+                        }
+                        if let Some(id) = message.topic.strip_prefix("v1/devices/me/rpc/request/") {
+                            let request: Value =
+                                serde_json::from_slice(&message.payload).unwrap_or_default();
+                            if request["method"] == "getSessionLimits" {
+                                let topic = format!("v1/devices/me/rpc/response/{id}");
+                                let payload = session_limits().to_string().into_bytes();
+                                echoes
+                                    .lock()
+                                    .unwrap()
+                                    .push_back((topic.clone(), payload.clone()));
+                                let _ = responder
+                                    .publish(topic, QoS::AtLeastOnce, false, payload)
+                                    .await;
+                            }
+                        }
+                        if tx.send(message).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(crate::PROMPTLY, subscribed_rx)
+            .await
+            .expect("peer subscription timed out")
+            .expect("peer task ended");
+        Self {
+            client,
+            received,
+            sent,
+            task,
+        }
+    }
+
+    /// Publishes as ThingsBoard would (attribute updates, RPC, attribute responses).
+    pub async fn publish(&self, topic: &str, payload: Value) {
+        let payload = payload.to_string().into_bytes();
+        self.sent
+            .lock()
+            .unwrap()
+            .push_back((topic.to_owned(), payload.clone()));
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// The next message, or None after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Message> {
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next message on a `v1/gateway/` topic, skipping the gateway device's own topics.
+    pub async fn next_gateway(&mut self) -> Message {
+        loop {
+            let message = self
+                .next(crate::PROMPTLY)
+                .await
+                .expect("no gateway message arrived in time");
+            if message.topic.starts_with("v1/gateway/") {
+                return message;
+            }
+        }
+    }
+
+    /// Gateway-API messages until `count` of them arrived on `topic`; panics on timeout.
+    pub async fn until_count(&mut self, topic: &str, count: usize) -> Vec<Message> {
+        let mut all = Vec::new();
+        let mut seen = 0;
+        while seen < count {
+            let message = self.next_gateway().await;
+            if message.topic == topic {
+                seen += 1;
+            }
+            all.push(message);
+        }
+        all
+    }
+
+    /// Everything that arrives until nothing has for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) -> Vec<Message> {
+        let mut all = Vec::new();
+        while let Some(message) = self.next(quiet).await {
+            all.push(message);
+        }
+        all
+    }
+}
+
+impl Drop for ThingsBoardPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn is_echo(sent: &Sent, message: &Message) -> bool {
+    let mut sent = sent.lock().unwrap();
+    match sent
+        .iter()
+        .position(|(topic, payload)| *topic == message.topic && *payload == message.payload)
+    {
+        Some(index) => {
+            sent.remove(index);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Telemetry entries of a gateway telemetry payload, flattened: `(device, ts, values)`.
+pub fn telemetry_entries(message: &Message) -> Vec<(String, i64, Value)> {
+    assert_eq!(message.topic, "v1/gateway/telemetry");
+    let mut entries = Vec::new();
+    for (device, list) in message.json().as_object().expect("object").clone() {
+        for entry in list.as_array().expect("list of {ts, values}") {
+            let ts = entry["ts"].as_i64().expect("ts");
+            entries.push((device.clone(), ts, entry["values"].clone()));
+        }
+    }
+    entries
+}
