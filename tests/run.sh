@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian machine: installs what the tests need
+# (Mosquitto, the ThingsBoard gateway for the differential test), then lints and tests the
+# workspace. Slow artefacts live in $TBSC_CACHE (default /var/cache/tbsc), outside the clone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TBSC_CACHE="${TBSC_CACHE:-/var/cache/tbsc}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$TBSC_CACHE/target}"
+mkdir -p "$TBSC_CACHE"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "== installing mosquitto"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+fi
+
+if [ -x tests/tbgw/install.sh ]; then
+  echo "== ThingsBoard gateway for the differential test"
+  TBGW_PYTHON="$(tests/tbgw/install.sh | tail -n 1)"
+  export TBGW_PYTHON
+fi
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
