@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod connector;
 pub mod peer;
+pub mod thingsboard_gateway;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;

@@ -43,13 +43,14 @@ pub struct ThingsBoardPeer {
     task: JoinHandle<()>,
 }
 
-/// ThingsBoard's answer to `getSessionLimits` (its defaults for a gateway session).
+/// ThingsBoard's answer to `getSessionLimits` with its default settings (no rate limits).
 pub fn session_limits() -> Value {
+    let none = json!({"messages": null, "telemetryMessages": null, "telemetryDataPoints": null});
     json!({
         "maxPayloadSize": 65536,
         "maxInflightMessages": 100,
-        "rateLimits": {"messages": "200:1,6000:60,14000:3600", "telemetryMessages": "100:1,3000:60,7000:3600", "telemetryDataPoints": "200:1,6000:60,14000:3600"},
-        "gatewayRateLimits": {"messages": "200:1,6000:60,14000:3600", "telemetryMessages": "100:1,3000:60,7000:3600", "telemetryDataPoints": "200:1,6000:60,14000:3600"}
+        "rateLimits": none,
+        "gatewayRateLimits": none,
     })
 }
 

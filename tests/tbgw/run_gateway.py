@@ -24,6 +24,8 @@ import os
 import shutil
 import signal
 import sys
+import threading
+import time
 
 DEAD_PROXY = "http://127.0.0.1:9"
 
@@ -189,6 +191,60 @@ def prepare_environment(workdir, log_dir):
     os.environ["PYTHONUNBUFFERED"] = "1"
 
 
+STOP_GRACE_SECONDS = 15
+_state = {"gateway": None, "stopping": False}
+
+
+def _force_exit_later():
+    time.sleep(STOP_GRACE_SECONDS)
+    print("run_gateway: gateway did not stop within %ss, exiting" % STOP_GRACE_SECONDS,
+          file=sys.stderr, flush=True)
+    os._exit(0)
+
+
+def _on_stop_signal(signum, _frame):
+    if _state["stopping"]:
+        return
+    _state["stopping"] = True
+    gateway = _state["gateway"]
+    if gateway is None:
+        # Nothing has been started yet (no MQTT connection, no socket).
+        os._exit(0)
+    threading.Thread(target=_force_exit_later, daemon=True).start()
+    # What the gateway's own SIGINT handler does: a clean stop (closes the
+    # connector, publishes v1/gateway/disconnect, MQTT DISCONNECT); the
+    # constructor's main loop then returns.
+    gateway._TBGatewayService__stop_gateway()
+
+
+def install_stop_handling():
+    """SIGTERM and SIGINT both stop the gateway cleanly.
+
+    The gateway installs a SIGINT-only handler itself and relies on
+    KeyboardInterrupt otherwise, which can get lost early in start-up; instead
+    the instance is captured as soon as it exists and stopped directly.
+    """
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
+
+
+def hook_gateway_class():
+    import thingsboard_gateway.gateway.tb_gateway_service as svc
+    # Keep our handlers: the gateway would replace the SIGINT one.
+    svc.signal = lambda *_args, **_kwargs: None
+    cls = svc.TBGatewayService
+    original = cls._TBGatewayService__init_variables
+
+    def init_variables(self):
+        original(self)
+        _state["gateway"] = self
+        if _state["stopping"]:
+            os._exit(0)
+
+    cls._TBGatewayService__init_variables = init_variables
+    return svc
+
+
 def main(argv=None):
     args = parse_args(argv)
     workdir, log_dir = prepare_workdir(args)
@@ -198,16 +254,13 @@ def main(argv=None):
     prepare_environment(workdir, log_dir)
     os.chdir(workdir)
 
-    # The gateway installs its own SIGINT handler (a clean stop) when it is
-    # constructed in the main thread; turn SIGTERM into SIGINT so both stop it
-    # the same way.
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    install_stop_handling()
 
     exit_code = 0
     try:
-        from thingsboard_gateway.gateway.tb_gateway_service import TBGatewayService
-        # Blocks (runs the main loop) until the gateway is stopped.
-        TBGatewayService(os.path.join(workdir, "tb_gateway.json"))
+        svc = hook_gateway_class()
+        # Blocks (runs the gateway's main loop) until the gateway is stopped.
+        svc.TBGatewayService(os.path.join(workdir, "tb_gateway.json"))
     except KeyboardInterrupt:
         pass
     except Exception as e:  # noqa: BLE001
