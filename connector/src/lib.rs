@@ -2,7 +2,8 @@
 //!
 //! Layers, from the wire inwards: [`transport`] (listeners, address filter) → [`router`] (which
 //! devices a peer feeds) → [`convert`] (bytes to datapoints) → [`report`] (report strategies) →
-//! [`thingsboard`] (gateway API over MQTT). [`config`] is the `socket.json` model that the
+//! [`thingsboard`] (gateway API over MQTT); [`downlink`] carries attribute responses, attribute
+//! updates and RPC back to devices. [`config`] is the `socket.json` model that the
 //! Kubernetes operator embeds; [`runtime`] wires the layers together.
 
 pub mod address_filter;
@@ -10,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod demo;
+pub mod downlink;
 pub mod logging;
 pub mod report;
 pub mod router;

@@ -149,7 +149,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => runtime.block_on(run(args, cli.log_format, cli.log_level)),
         Command::Demo(args) => {
-            logging::init(cli.log_level.unwrap_or(LogLevel::Warning), cli.log_format);
+            logging::init(
+                cli.log_level.unwrap_or(LogLevel::Warning),
+                cli.log_format,
+                false,
+            );
             let options = demo::DemoOptions {
                 duration: args.duration.map(Duration::from_secs),
                 config: args.config,
@@ -179,7 +183,11 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
     let level = log_level
         .or(loaded.config.log_level)
         .unwrap_or(LogLevel::Info);
-    logging::init(level, log_format);
+    logging::init(
+        level,
+        log_format,
+        loaded.config.enable_remote_logging == Some(true),
+    );
     for warning in &loaded.warnings {
         warn!(file = %args.config.display(), "{warning}");
     }

@@ -5,15 +5,64 @@ use std::sync::Arc;
 
 use crate::address_filter::AddressFilter;
 use crate::config::{
-    ConnectorConfig, DeviceConfig, KeyConfig, ReportStrategyConfig, ReportStrategyKind,
+    AttributeRequestConfig, AttributeScope, ConnectorConfig, DeviceConfig, KeyConfig,
+    ReportStrategyConfig, ReportStrategyKind,
 };
 use crate::convert::{ConvertedData, DeviceIdentity, KeySlice, UplinkConverter};
+use crate::downlink::expression::{KeyNames, RequestMatcher};
 use crate::report::{ReportStrategy, StrategyCascade};
 
 #[derive(Debug)]
 pub struct Device {
     pub filter: AddressFilter,
     pub converter: UplinkConverter,
+    pub attribute_requests: Vec<AttributeRequestRule>,
+}
+
+/// One `attributeRequests[]` entry, parsed.
+#[derive(Debug)]
+pub struct AttributeRequestRule {
+    pub scope: AttributeScope,
+    pub matcher: RequestMatcher,
+    pub names: KeyNames,
+}
+
+impl AttributeRequestRule {
+    /// Parses an entry; the loader has already rejected entries that do not parse.
+    pub fn parse(config: &AttributeRequestConfig) -> Result<Self, String> {
+        let is_constant = |source: &Option<String>| {
+            source
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("constant"))
+        };
+        let matcher = RequestMatcher::parse(
+            &config.request_expression,
+            is_constant(&config.request_expression_source),
+        )
+        .map_err(|e| format!("requestExpression: {e}"))?;
+        let names = KeyNames::parse(
+            &config.attribute_name_expression,
+            is_constant(&config.attribute_name_expression_source),
+        )
+        .map_err(|e| format!("attributeNameExpression: {e}"))?;
+        Ok(Self {
+            scope: config.scope,
+            matcher,
+            names,
+        })
+    }
+}
+
+impl Device {
+    /// The attribute requests `message` makes: `(scope, keys)` for every matching entry. A message
+    /// that is a request is not converted to data for this device, as in ThingsBoard.
+    pub fn attribute_requests(&self, message: &[u8]) -> Vec<(AttributeScope, Vec<String>)> {
+        self.attribute_requests
+            .iter()
+            .filter(|rule| rule.matcher.matches(message))
+            .map(|rule| (rule.scope, rule.names.keys(message)))
+            .collect()
+    }
 }
 
 /// Indices of the devices a peer feeds, in configuration order.
@@ -42,6 +91,11 @@ impl Router {
             .map(|device| Device {
                 filter: AddressFilter::new(device.filter_pattern().unwrap_or_default()),
                 converter: converter(device, &cascade),
+                attribute_requests: device
+                    .attribute_requests
+                    .iter()
+                    .filter_map(|r| AttributeRequestRule::parse(r).ok())
+                    .collect(),
             })
             .collect();
         Self { devices }
@@ -49,6 +103,17 @@ impl Router {
 
     pub fn devices(&self) -> &[Device] {
         &self.devices
+    }
+
+    pub fn device(&self, index: usize) -> Option<&Device> {
+        self.devices.get(index)
+    }
+
+    /// The first device with this ThingsBoard name (downlink addresses devices by name).
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.devices
+            .iter()
+            .position(|d| &*d.converter.device.name == name)
     }
 
     /// Every device whose filter matches the peer (ThingsBoard gives the message to all of them).

@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{ConnectorConfig, SocketKind};
+use crate::downlink::{Downlink, DownlinkContext, DownlinkStats, LastValues};
 use crate::report::ReportStrategy;
 use crate::router::Router;
 use crate::thingsboard::uplink::Uplink;
-use crate::thingsboard::{link, MqttSettings};
-use crate::transport::{self, Ingest};
+use crate::thingsboard::{link, remote_logs, MqttSettings};
+use crate::transport::{self, DeviceLinks, Ingest};
 
 /// Gateway-wide settings, what `tb_gateway.json` holds for the ThingsBoard gateway.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct GatewaySettings {
 pub const DEFAULT_CONNECTOR_NAME: &str = "Socket Connector";
 /// Converted messages waiting for the uplink task; when full, device reads wait.
 const QUEUE_CAPACITY: usize = 8192;
+/// Attribute requests waiting to be published; beyond this they are dropped with a warning.
+const ATTRIBUTE_REQUEST_CAPACITY: usize = 1024;
 
 /// A started connector.
 pub struct Connector {
@@ -63,9 +66,13 @@ impl Connector {
 
         let (stop, stop_rx) = watch::channel(false);
         let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (requests, requests_rx) = mpsc::channel(ATTRIBUTE_REQUEST_CAPACITY);
+        let links = Arc::new(DeviceLinks::new(socket.kind, router.devices().len()));
         let ingest = Ingest {
-            router,
+            router: router.clone(),
             queue,
+            requests,
+            links: links.clone(),
             read_size: socket.read_size(),
         };
         let (listener, local_addr) = match socket.kind {
@@ -74,37 +81,57 @@ impl Connector {
                     .await
                     .with_context(|| format!("cannot listen on TCP {address}"))?;
                 let local = listener.local_addr()?;
-                (
-                    tokio::spawn(transport::tcp::serve(listener, ingest, stop_rx.clone())),
-                    local,
-                )
+                let serve = transport::tcp::serve(listener, ingest, stop_rx.clone());
+                (tokio::spawn(serve), local)
             }
             SocketKind::Udp => {
                 let udp = UdpSocket::bind(address)
                     .await
                     .with_context(|| format!("cannot bind UDP {address}"))?;
                 let local = udp.local_addr()?;
-                (
-                    tokio::spawn(transport::udp::serve(udp, ingest, stop_rx.clone())),
-                    local,
-                )
+                let serve = transport::udp::serve(Arc::new(udp), ingest, stop_rx.clone());
+                (tokio::spawn(serve), local)
             }
         };
         info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
 
         let (client, event_loop) = link::client(&settings.mqtt);
         let (events, events_rx) = mpsc::unbounded_channel();
+        let (downlink_events, downlink_rx) = mpsc::unbounded_channel();
         let link = tokio::spawn(link::drive(
             event_loop,
             settings.mqtt.clone(),
             events,
+            downlink_events,
             stop_rx,
         ));
+        let last_values = Arc::new(LastValues::default());
+        let downlink = Downlink::new(DownlinkContext {
+            client: client.clone(),
+            router,
+            config: Arc::new(config.clone()),
+            links,
+            last_values: last_values.clone(),
+            stats: Arc::new(DownlinkStats::default()),
+            connector_name: connector_name.clone(),
+        });
+        tokio::spawn(downlink.run(downlink_rx, requests_rx));
+        if let Some(logs) = crate::logging::remote::take() {
+            tokio::spawn(remote_logs::run(
+                client.clone(),
+                settings.mqtt.qos,
+                connector_name.clone(),
+                settings.mqtt.max_payload,
+                logs,
+                stop.subscribe(),
+            ));
+        }
         let uplink = Uplink::new(
             client,
             settings.mqtt.qos,
             settings.mqtt.max_payload,
             connector_name,
+            last_values,
         );
         let uplink = tokio::spawn(uplink.run(queue_rx, events_rx));
         Ok(Self {

@@ -161,6 +161,26 @@ impl ThingsBoardPeer {
         }
     }
 
+    /// The next message on `topic`, skipping others; panics after `timeout`.
+    pub async fn next_on_within(&mut self, topic: &str, timeout: Duration) -> Message {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let message = self
+                .next(left)
+                .await
+                .unwrap_or_else(|| panic!("nothing arrived on {topic} within {timeout:?}"));
+            if message.topic == topic {
+                return message;
+            }
+        }
+    }
+
+    /// The next message on `topic`, skipping others; panics when none arrives promptly.
+    pub async fn next_on(&mut self, topic: &str) -> Message {
+        self.next_on_within(topic, crate::PROMPTLY).await
+    }
+
     /// Gateway-API messages until `count` of them arrived on `topic`; panics on timeout.
     pub async fn until_count(&mut self, topic: &str, count: usize) -> Vec<Message> {
         let mut all = Vec::new();

@@ -27,9 +27,18 @@ pub fn python() -> PathBuf {
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("run tests/tbgw/install.sh");
-            assert!(output.status.success(), "installing the ThingsBoard gateway failed");
+            assert!(
+                output.status.success(),
+                "installing the ThingsBoard gateway failed"
+            );
             let stdout = String::from_utf8_lossy(&output.stdout);
-            PathBuf::from(stdout.lines().last().expect("install.sh prints the python path").trim())
+            PathBuf::from(
+                stdout
+                    .lines()
+                    .last()
+                    .expect("install.sh prints the python path")
+                    .trim(),
+            )
         })
         .clone()
 }

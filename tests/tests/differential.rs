@@ -43,7 +43,10 @@ fn normalize(messages: &[Message]) -> PerDevice {
         match message.topic.as_str() {
             "v1/gateway/connect" => {
                 let device = payload["device"].as_str().unwrap().to_owned();
-                devices.entry(device).or_default().push(Event::Connect(payload["type"].clone()));
+                devices
+                    .entry(device)
+                    .or_default()
+                    .push(Event::Connect(payload["type"].clone()));
             }
             "v1/gateway/disconnect" => {
                 let device = payload["device"].as_str().unwrap().to_owned();
@@ -51,7 +54,10 @@ fn normalize(messages: &[Message]) -> PerDevice {
             }
             "v1/gateway/attributes" => {
                 for (device, values) in payload.as_object().unwrap() {
-                    devices.entry(device.clone()).or_default().push(Event::Attributes(values.clone()));
+                    devices
+                        .entry(device.clone())
+                        .or_default()
+                        .push(Event::Attributes(values.clone()));
                 }
             }
             "v1/gateway/telemetry" => {
@@ -63,7 +69,9 @@ fn normalize(messages: &[Message]) -> PerDevice {
                         let values = entry["values"].as_object().unwrap().clone();
                         // ThingsBoard's per-key timestamps: merge entries a few ms apart.
                         match (last_ts, events.last_mut()) {
-                            (Some(previous), Some(Event::Telemetry(Value::Object(merged)))) if ts - previous <= 5 => {
+                            (Some(previous), Some(Event::Telemetry(Value::Object(merged))))
+                                if ts - previous <= 5 =>
+                            {
                                 merged.extend(values);
                             }
                             _ => events.push(Event::Telemetry(Value::Object(values))),
@@ -82,7 +90,8 @@ fn send_frames(transport: Transport, port: u16, frames: &[&[u8]]) {
     std::thread::sleep(FRAME_GAP);
     match transport {
         Transport::Tcp => {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the connector");
+            let mut stream =
+                TcpStream::connect(("127.0.0.1", port)).expect("connect to the connector");
             for frame in frames {
                 stream.write_all(frame).unwrap();
                 std::thread::sleep(FRAME_GAP);
@@ -172,17 +181,30 @@ async fn compare(config: Value, transport: Transport, frames: &[&[u8]]) {
         run_ours(&config, transport, frames)
     );
     let (theirs, ours) = (normalize(&theirs), normalize(&ours));
-    assert!(!theirs.is_empty(), "the ThingsBoard gateway published nothing");
+    assert!(
+        !theirs.is_empty(),
+        "the ThingsBoard gateway published nothing"
+    );
     assert_eq!(ours, theirs, "\nours:   {ours:#?}\ntheirs: {theirs:#?}");
 }
 
 fn example(name: &str) -> Value {
-    let path = format!("{}/../examples/thingsboard/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/thingsboard/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 /// Text frames, a trailing newline, a short frame, invalid UTF-8 and a NUL byte.
-const TEXT_FRAMES: [&[u8]; 6] = [b"2345", b"abc\n", b"x", b"\xff\x01ab", b"12\x0034", b"hello world 1234567890"];
+const TEXT_FRAMES: [&[u8]; 6] = [
+    b"2345",
+    b"abc\n",
+    b"x",
+    b"\xff\x01ab",
+    b"12\x0034",
+    b"hello world 1234567890",
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_example_over_tcp_matches_thingsboard() {
@@ -224,7 +246,9 @@ async fn old_format_example_matches_thingsboard() {
         .topic
         != "v1/devices/me/telemetry"
     {}
-    tokio::task::spawn_blocking(move || send_frames(Transport::Tcp, port, &frames)).await.unwrap();
+    tokio::task::spawn_blocking(move || send_frames(Transport::Tcp, port, &frames))
+        .await
+        .unwrap();
     let mut theirs = collect(&mut peer, Duration::from_secs(2)).await;
     gateway.terminate();
     theirs.extend(collect(&mut peer, Duration::from_secs(2)).await);
@@ -233,7 +257,9 @@ async fn old_format_example_matches_thingsboard() {
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let connector = ConnectorProcess::start(&flat(Transport::Tcp), broker.port());
     let port = connector.local_addr.port();
-    tokio::task::spawn_blocking(move || send_frames(Transport::Tcp, port, &frames)).await.unwrap();
+    tokio::task::spawn_blocking(move || send_frames(Transport::Tcp, port, &frames))
+        .await
+        .unwrap();
     let mut ours = collect(&mut peer, Duration::from_secs(1)).await;
     assert!(connector.terminate().success());
     ours.extend(collect(&mut peer, Duration::from_secs(1)).await);

@@ -214,10 +214,34 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
             }
         }
         for (rpc_index, rpc) in device.server_side_rpc.iter().enumerate() {
+            let rpc_path = format!("{path}.serverSideRpc[{rpc_index}]");
             if rpc.method_rpc.is_empty() {
                 return Err(ConfigError::invalid(
-                    format!("{path}.serverSideRpc[{rpc_index}].methodRPC"),
+                    format!("{rpc_path}.methodRPC"),
                     "must not be empty",
+                ));
+            }
+            if let Some(processing) = &rpc.method_processing {
+                if !processing.eq_ignore_ascii_case("write") {
+                    return Err(ConfigError::invalid(
+                        format!("{rpc_path}.methodProcessing"),
+                        format!("unsupported value {processing:?}; only \"write\" exists"),
+                    ));
+                }
+            }
+            if rpc.response_timeout_ms == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("{rpc_path}.responseTimeoutMs"),
+                    "must be at least 1 millisecond",
+                ));
+            }
+        }
+        for (request_index, request) in device.attribute_requests.iter().enumerate() {
+            if let Err(message) = crate::router::AttributeRequestRule::parse(request) {
+                let (key, message) = message.split_once(": ").unwrap_or(("", &message));
+                return Err(ConfigError::invalid(
+                    format!("{path}.attributeRequests[{request_index}].{key}"),
+                    message.to_owned(),
                 ));
             }
         }

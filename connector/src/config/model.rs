@@ -226,12 +226,16 @@ pub struct RpcConfig {
     /// Reply to ThingsBoard with the outcome.
     #[serde(default)]
     pub with_response: bool,
-    /// `write` sends the RPC params to the device.
+    /// `write` (the default): send the RPC params to the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method_processing: Option<String>,
     /// Encoding of the bytes written to the device; the device's encoding when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// Extension: wait this many milliseconds for the device's next message after the write and
+    /// return it (decoded with the encoding) as the RPC result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout_ms: Option<u64>,
 }
 
 /// Attribute scope of an attribute request.

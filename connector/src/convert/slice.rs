@@ -4,12 +4,17 @@
 /// The bytes `data[from:to]` with Python's rules: negative indices count from the end, indices
 /// out of range clamp, `from >= to` is empty, an absent bound is open, and `to == -1` is the end.
 pub fn byte_slice(data: &[u8], from: Option<i64>, to: Option<i64>) -> &[u8] {
+    match to {
+        Some(-1) => python_slice(data, from, None),
+        _ => python_slice(data, from, to),
+    }
+}
+
+/// Plain Python `data[from:to]`.
+pub fn python_slice(data: &[u8], from: Option<i64>, to: Option<i64>) -> &[u8] {
     let len = data.len();
     let start = from.map_or(0, |index| clamp_index(index, len));
-    let end = match to {
-        None | Some(-1) => len,
-        Some(index) => clamp_index(index, len),
-    };
+    let end = to.map_or(len, |index| clamp_index(index, len));
     if start >= end {
         &[]
     } else {

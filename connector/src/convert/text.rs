@@ -134,6 +134,66 @@ pub fn python_bytes_repr(bytes: &[u8]) -> String {
     out
 }
 
+/// Text to device bytes (downlink). Python's `utf-16`/`utf-32` codecs write a byte-order mark
+/// and little-endian units; `hex` takes hex digits (`"01ab"` → `01 ab`), the inverse of uplink.
+pub fn encode(text: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
+    let units16 = |big: bool| -> Vec<u8> {
+        text.encode_utf16()
+            .flat_map(|u| {
+                if big {
+                    u.to_be_bytes()
+                } else {
+                    u.to_le_bytes()
+                }
+            })
+            .collect()
+    };
+    let units32 = |big: bool| -> Vec<u8> {
+        text.chars()
+            .flat_map(|c| {
+                let c = c as u32;
+                if big {
+                    c.to_be_bytes()
+                } else {
+                    c.to_le_bytes()
+                }
+            })
+            .collect()
+    };
+    Ok(match encoding {
+        Encoding::Utf8 => text.as_bytes().to_vec(),
+        Encoding::Ascii => {
+            if !text.is_ascii() {
+                return Err(format!("{text:?} is not ASCII"));
+            }
+            text.as_bytes().to_vec()
+        }
+        Encoding::Latin1 => text
+            .chars()
+            .map(|c| u8::try_from(c as u32).map_err(|_| format!("{c:?} is not in latin-1")))
+            .collect::<Result<_, _>>()?,
+        Encoding::Hex => {
+            let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            if digits.len() % 2 != 0 {
+                return Err(format!("{text:?} is not an even number of hex digits"));
+            }
+            (0..digits.len())
+                .step_by(2)
+                .map(|i| {
+                    u8::from_str_radix(&digits[i..i + 2], 16)
+                        .map_err(|_| format!("{text:?} is not hex"))
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Encoding::Utf16 => [vec![0xff, 0xfe], units16(false)].concat(),
+        Encoding::Utf16Le => units16(false),
+        Encoding::Utf16Be => units16(true),
+        Encoding::Utf32 => [vec![0xff, 0xfe, 0, 0], units32(false)].concat(),
+        Encoding::Utf32Le => units32(false),
+        Encoding::Utf32Be => units32(true),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +235,33 @@ mod tests {
         assert_eq!(decode(b"a\0\0\0", Encoding::Utf32), "a");
         assert_eq!(decode(b"\0\0\0a", Encoding::Utf32Be), "a");
         assert_eq!(decode(b"a\0b", Encoding::Utf16Le), "b'ab'");
+    }
+
+    #[test]
+    fn encode_is_the_inverse_of_decode() {
+        for encoding in [
+            Encoding::Utf8,
+            Encoding::Latin1,
+            Encoding::Utf16,
+            Encoding::Utf16Le,
+            Encoding::Utf16Be,
+            Encoding::Utf32,
+            Encoding::Utf32Le,
+            Encoding::Utf32Be,
+        ] {
+            let bytes = encode("café", encoding).unwrap();
+            assert_eq!(decode(&bytes, encoding), "café", "{encoding}");
+        }
+        assert_eq!(encode("ab", Encoding::Utf16).unwrap(), b"\xff\xfea\0b\0");
+        assert_eq!(encode("01 AB", Encoding::Hex).unwrap(), [0x01, 0xab]);
+        assert_eq!(
+            decode(&encode("01ab", Encoding::Hex).unwrap(), Encoding::Hex),
+            "01ab"
+        );
+        assert!(encode("0g", Encoding::Hex).is_err());
+        assert!(encode("abc", Encoding::Hex).is_err());
+        assert!(encode("é", Encoding::Ascii).is_err());
+        assert!(encode("€", Encoding::Latin1).is_err());
     }
 
     #[test]

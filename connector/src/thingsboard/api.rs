@@ -21,6 +21,10 @@ pub mod topic {
     pub const RPC: &str = "v1/gateway/rpc";
     /// The gateway device's own telemetry (remote logs, error counts).
     pub const GATEWAY_TELEMETRY: &str = "v1/devices/me/telemetry";
+    /// RPC to the gateway device itself (`socket_set`), and the prefixes of requests and replies.
+    pub const GATEWAY_RPC_REQUESTS: &str = "v1/devices/me/rpc/request/+";
+    pub const GATEWAY_RPC_REQUEST_PREFIX: &str = "v1/devices/me/rpc/request/";
+    pub const GATEWAY_RPC_RESPONSE_PREFIX: &str = "v1/devices/me/rpc/response/";
 }
 
 /// The `connectorType` attribute every device of this connector carries.

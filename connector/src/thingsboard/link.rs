@@ -11,6 +11,8 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::downlink::DownlinkEvent;
+
 /// How to reach ThingsBoard (what `tb_gateway.json` holds in the ThingsBoard gateway).
 #[derive(Debug, Clone)]
 pub struct MqttSettings {
@@ -57,6 +59,7 @@ pub async fn drive(
     mut event_loop: EventLoop,
     settings: MqttSettings,
     events: mpsc::UnboundedSender<LinkEvent>,
+    downlink: mpsc::UnboundedSender<DownlinkEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
     let endpoint = format!("{}:{}", settings.host, settings.port);
@@ -78,7 +81,14 @@ pub async fn drive(
                 let _ = events.send(LinkEvent::Connected {
                     reconnect: connected_once,
                 });
+                let _ = downlink.send(DownlinkEvent::Connected);
                 connected_once = true;
+            }
+            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                let _ = downlink.send(DownlinkEvent::Message {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                });
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 debug!("MQTT disconnect sent");

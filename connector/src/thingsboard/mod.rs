@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod link;
+pub mod remote_logs;
 pub mod uplink;
 
 pub use link::{LinkEvent, MqttSettings};

@@ -14,6 +14,7 @@ use super::api::{self, topic, UplinkBatch};
 use super::LinkEvent;
 use crate::clock::now_ms;
 use crate::convert::{ConvertedData, DeviceIdentity};
+use crate::downlink::LastValues;
 use crate::report::ReportFilter;
 
 /// Converted messages taken from the queue for one round of publishes.
@@ -29,6 +30,7 @@ pub struct Uplink {
     filter: ReportFilter,
     /// Devices announced with `v1/gateway/connect` in this run.
     announced: IndexMap<Arc<str>, Arc<DeviceIdentity>>,
+    last_values: Arc<LastValues>,
 }
 
 impl Uplink {
@@ -37,6 +39,7 @@ impl Uplink {
         qos: QoS,
         max_payload: usize,
         connector_name: Arc<str>,
+        last_values: Arc<LastValues>,
     ) -> Self {
         Self {
             client,
@@ -45,6 +48,7 @@ impl Uplink {
             connector_name,
             filter: ReportFilter::new(),
             announced: IndexMap::new(),
+            last_values,
         }
     }
 
@@ -70,6 +74,7 @@ impl Uplink {
                     let now = now_ms();
                     let mut batch = UplinkBatch::new();
                     for mut message in incoming.drain(..) {
+                        self.last_values.record(&message);
                         self.filter.filter(&mut message, now);
                         batch.add(message);
                     }

@@ -2,8 +2,11 @@
 //! `bufferSize` bytes is one message, as in ThingsBoard; peers are matched against the device
 //! address filters, converted, and handed to the uplink queue.
 
+pub mod links;
 pub mod tcp;
 pub mod udp;
+
+pub use links::{DeviceLinks, DownlinkError};
 
 use std::net::SocketAddr;
 
@@ -24,25 +27,60 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use tracing::warn;
+
 use crate::clock::now_ms;
 use crate::convert::ConvertedData;
+use crate::downlink::AttributeRequest;
 use crate::router::Router;
 
-/// What the listeners feed: the device table and the uplink queue.
-#[derive(Debug, Clone)]
+/// What the listeners feed: the device table, the uplink queue, the attribute-request queue and
+/// the downlink routes.
+#[derive(Clone)]
 pub struct Ingest {
     pub router: Arc<Router>,
     pub queue: mpsc::Sender<ConvertedData>,
+    pub requests: mpsc::Sender<AttributeRequest>,
+    pub links: Arc<DeviceLinks>,
     pub read_size: usize,
 }
 
 impl Ingest {
-    /// Converts one message for the devices of `set` and queues the results. Waits while the
-    /// queue is full, which stops reading from the socket: TCP backpressure.
-    /// Returns false once the queue is closed (shutdown).
-    pub async fn deliver(&self, set: &[usize], message: &[u8]) -> bool {
+    /// Handles one message from `peer` for the devices of `set`: an RPC waiting for the device's
+    /// answer takes it; otherwise each device turns it into an attribute request or data.
+    /// Waits while the uplink queue is full, which stops reading from the socket: TCP
+    /// backpressure. Returns false once the queue is closed (shutdown).
+    pub async fn deliver(&self, peer: SocketAddr, set: &[usize], message: &[u8]) -> bool {
+        if self.links.deliver_reply(peer, message) {
+            return true;
+        }
+        self.links.seen(set, peer);
         let ts = now_ms();
-        for converted in self.router.convert(set, message, ts) {
+        for &index in set {
+            let Some(device) = self.router.device(index) else {
+                continue;
+            };
+            if !device.attribute_requests.is_empty() {
+                let requests = device.attribute_requests(message);
+                if !requests.is_empty() {
+                    for (scope, keys) in requests {
+                        let request = AttributeRequest {
+                            device: index,
+                            peer,
+                            scope,
+                            keys,
+                        };
+                        if self.requests.try_send(request).is_err() {
+                            warn!(device = %device.converter.device.name, "attribute request dropped: too many waiting");
+                        }
+                    }
+                    continue;
+                }
+            }
+            let converted = device.converter.convert(message, ts);
+            if converted.is_empty() {
+                continue;
+            }
             if self.queue.send(converted).await.is_err() {
                 return false;
             }

@@ -1,14 +1,21 @@
-//! TCP server: many concurrent device connections, one task each.
+//! TCP server: many concurrent device connections, one reader task and one writer task each.
 
-use tokio::io::AsyncReadExt;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::links::WriteRequest;
 use super::Ingest;
 use crate::address_filter::peer_string;
 use crate::router::DeviceSet;
+
+/// Downlink writes queued per connection before writers wait.
+const WRITE_QUEUE: usize = 64;
 
 /// Accepts connections until `stop`, then waits for the open ones to finish.
 pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
@@ -18,13 +25,13 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let peer = peer_string(peer);
-                    let devices = ingest.router.matching(&peer);
+                    let peer_text = peer_string(peer);
+                    let devices = ingest.router.matching(&peer_text);
                     if devices.is_empty() {
-                        info!(%peer, "connection closed: no device's address filter matches this peer");
+                        info!(peer = %peer_text, "connection closed: no device's address filter matches this peer");
                         continue;
                     }
-                    debug!(%peer, "new connection established");
+                    debug!(peer = %peer_text, "new connection established");
                     connections.spawn(connection(stream, peer, devices, ingest.clone(), connection_stop.clone()));
                 }
                 Err(error) => {
@@ -42,32 +49,50 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
 }
 
 async fn connection(
-    mut stream: TcpStream,
-    peer: String,
+    stream: TcpStream,
+    peer: SocketAddr,
     devices: DeviceSet,
     ingest: Ingest,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (mut reader, writer) = stream.into_split();
+    let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
+    ingest.links.register_tcp(peer, writes);
+    let writer = tokio::spawn(write_loop(writer, write_queue));
     let mut buffer = vec![0u8; ingest.read_size];
     loop {
         let read = tokio::select! {
-            read = stream.read(&mut buffer) => read,
+            read = reader.read(&mut buffer) => read,
             _ = crate::stop::stopped(&mut stop) => break,
         };
         match read {
             Ok(0) => {
-                debug!(%peer, "connection closed by peer");
+                debug!(peer = %peer_string(peer), "connection closed by peer");
                 break;
             }
             Ok(n) => {
-                if !ingest.deliver(&devices, &buffer[..n]).await {
+                if !ingest.deliver(peer, &devices, &buffer[..n]).await {
                     break;
                 }
             }
             Err(error) => {
-                debug!(%peer, %error, "connection failed");
+                debug!(peer = %peer_string(peer), %error, "connection failed");
                 break;
             }
+        }
+    }
+    ingest.links.unregister_tcp(peer);
+    writer.abort();
+}
+
+/// Writes downlink bytes in order and reports each outcome.
+async fn write_loop(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<WriteRequest>) {
+    while let Some(request) = queue.recv().await {
+        let result = writer.write_all(&request.bytes).await;
+        let failed = result.is_err();
+        let _ = request.done.send(result);
+        if failed {
+            break;
         }
     }
 }

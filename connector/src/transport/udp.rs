@@ -1,4 +1,7 @@
-//! UDP server: every datagram from a matching peer is one message.
+//! UDP server: every datagram from a matching peer is one message; downlink datagrams leave from
+//! the same bound socket, so devices see the port they sent to.
+
+use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -9,7 +12,8 @@ use crate::address_filter::peer_string;
 
 /// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
 /// ThingsBoard.
-pub async fn serve(socket: UdpSocket, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+    ingest.links.set_udp(socket.clone());
     let mut buffer = vec![0u8; ingest.read_size];
     loop {
         let received = tokio::select! {
@@ -18,13 +22,13 @@ pub async fn serve(socket: UdpSocket, ingest: Ingest, mut stop: watch::Receiver<
         };
         match received {
             Ok((n, peer)) => {
-                let peer = peer_string(peer);
-                let devices = ingest.router.matching(&peer);
+                let peer_text = peer_string(peer);
+                let devices = ingest.router.matching(&peer_text);
                 if devices.is_empty() {
-                    debug!(%peer, "datagram dropped: no device's address filter matches this peer");
+                    debug!(peer = %peer_text, "datagram dropped: no device's address filter matches this peer");
                     continue;
                 }
-                if !ingest.deliver(&devices, &buffer[..n]).await {
+                if !ingest.deliver(peer, &devices, &buffer[..n]).await {
                     break;
                 }
             }

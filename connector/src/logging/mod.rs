@@ -1,6 +1,12 @@
-//! `tracing` setup: the connector's `logLevel` (TRACE…NONE), human or JSON lines on stderr.
+//! `tracing` setup: the connector's `logLevel` (TRACE…NONE), human or JSON lines on stderr, and
+//! the remote-logging layer ([`remote`]).
+
+pub mod remote;
 
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use crate::config::LogLevel;
 
@@ -23,8 +29,9 @@ pub fn level_filter(level: LogLevel) -> LevelFilter {
 }
 
 /// Installs the global subscriber. `RUST_LOG`, when set, wins (for debugging dependencies);
-/// otherwise the connector logs at `level` and its libraries only warnings.
-pub fn init(level: LogLevel, format: LogFormat) {
+/// otherwise the connector logs at `level` and its libraries only warnings. With
+/// `remote_logging`, records that pass the filter are also queued for ThingsBoard.
+pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
     let level = level_filter(level);
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
@@ -32,11 +39,19 @@ pub fn init(level: LogLevel, format: LogFormat) {
         // rumqttd (the demo broker) logs client disconnects as errors.
         _ => EnvFilter::new(format!("warn,rumqttd=off,socket_connector={level}")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let output = match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .with(remote::layer(remote_logging))
+        .try_init();
 }

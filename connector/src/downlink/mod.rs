@@ -1,0 +1,319 @@
+//! ThingsBoard → devices: attribute requests and their responses, shared-attribute updates and
+//! RPC. Incoming MQTT messages are parsed into typed requests ([`messages`]), decided without IO
+//! where possible, and executed against the device connections ([`DeviceLinks`]).
+
+pub mod expression;
+pub mod messages;
+pub mod python;
+mod rpc;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use rumqttc::{AsyncClient, QoS};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::{AttributeScope, ConnectorConfig};
+use crate::convert::{text, ConvertedData};
+use crate::router::Router;
+use crate::thingsboard::api::topic;
+use crate::transport::DeviceLinks;
+use messages::{AttributeResponse, AttributeUpdate, Incoming};
+
+/// An attribute request found in a device message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeRequest {
+    /// Index of the device in the router.
+    pub device: usize,
+    /// The connection that asked; the response goes back to it.
+    pub peer: SocketAddr,
+    pub scope: AttributeScope,
+    pub keys: Vec<String>,
+}
+
+/// What the downlink task hears from the MQTT session.
+#[derive(Debug)]
+pub enum DownlinkEvent {
+    /// A new session: subscriptions must be made again.
+    Connected,
+    Message {
+        topic: String,
+        payload: Bytes,
+    },
+}
+
+/// ThingsBoard's gateway gives up on an attribute request after 20 s.
+pub const ATTRIBUTE_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Attribute requests waiting for ThingsBoard at most; older ones are given up first.
+const MAX_PENDING_REQUESTS: usize = 10_000;
+
+/// Counters of downlink outcomes (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct DownlinkStats {
+    pub attribute_requests_sent: AtomicU64,
+    pub attribute_requests_answered: AtomicU64,
+    pub attribute_requests_timed_out: AtomicU64,
+    pub attribute_updates_written: AtomicU64,
+    pub attribute_updates_failed: AtomicU64,
+    pub rpc_ok: AtomicU64,
+    pub rpc_failed: AtomicU64,
+}
+
+/// Last value per key of one device.
+type KeyValues = IndexMap<Arc<str>, Value>;
+
+/// The last value of every key of every device, for the built-in `get` RPC.
+#[derive(Debug, Default)]
+pub struct LastValues {
+    values: Mutex<HashMap<Arc<str>, KeyValues>>,
+}
+
+impl LastValues {
+    pub fn record(&self, data: &ConvertedData) {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        let device = values.entry(data.device.name.clone()).or_default();
+        for point in data.telemetry.iter().chain(&data.attributes) {
+            device.insert(point.key.clone(), point.value.clone());
+        }
+    }
+
+    pub fn get(&self, device: &str, key: &str) -> Option<Value> {
+        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        values.get(device).and_then(|keys| keys.get(key)).cloned()
+    }
+}
+
+struct PendingRequest {
+    device: usize,
+    peer: SocketAddr,
+    sent: Instant,
+}
+
+/// Everything a downlink action needs, shared with the RPC tasks it spawns.
+#[derive(Clone)]
+pub struct DownlinkContext {
+    pub client: AsyncClient,
+    pub router: Arc<Router>,
+    pub config: Arc<ConnectorConfig>,
+    pub links: Arc<DeviceLinks>,
+    pub last_values: Arc<LastValues>,
+    pub stats: Arc<DownlinkStats>,
+    /// Connector name: `socket_<method>` on the gateway device addresses this connector.
+    pub connector_name: Arc<str>,
+}
+
+pub struct Downlink {
+    context: DownlinkContext,
+    pending: IndexMap<u64, PendingRequest>,
+    next_request_id: u64,
+}
+
+impl Downlink {
+    pub fn new(context: DownlinkContext) -> Self {
+        Self {
+            context,
+            pending: IndexMap::new(),
+            next_request_id: 1,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<DownlinkEvent>,
+        mut requests: mpsc::Receiver<AttributeRequest>,
+    ) {
+        let mut expiry = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(DownlinkEvent::Connected) => self.subscribe().await,
+                    Some(DownlinkEvent::Message { topic, payload }) => self.handle(&topic, &payload).await,
+                    None => break,
+                },
+                Some(request) = requests.recv() => self.request_attributes(request).await,
+                _ = expiry.tick() => self.expire_requests(),
+            }
+        }
+    }
+
+    async fn subscribe(&self) {
+        for topic in [
+            topic::ATTRIBUTES,
+            topic::ATTRIBUTES_RESPONSE,
+            topic::RPC,
+            topic::GATEWAY_RPC_REQUESTS,
+        ] {
+            if let Err(error) = self.context.client.subscribe(topic, QoS::AtLeastOnce).await {
+                warn!(topic, %error, "subscribing failed");
+            }
+        }
+    }
+
+    async fn handle(&mut self, topic: &str, payload: &[u8]) {
+        match messages::parse(topic, payload) {
+            Ok(Incoming::AttributeUpdate(update)) => self.update_attributes(update).await,
+            Ok(Incoming::AttributeResponse(response)) => self.answer_request(response).await,
+            Ok(Incoming::DeviceRpc(request)) => {
+                tokio::spawn(rpc::device_rpc(self.context.clone(), request));
+            }
+            Ok(Incoming::ConnectorRpc(request)) => {
+                tokio::spawn(rpc::connector_rpc(self.context.clone(), request));
+            }
+            Ok(Incoming::Ignored) => {}
+            Err(error) => warn!(topic, %error, "malformed message from ThingsBoard ignored"),
+        }
+    }
+
+    async fn request_attributes(&mut self, request: AttributeRequest) {
+        let Some(device) = self.context.router.device(request.device) else {
+            return;
+        };
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let payload = json!({
+            "keys": request.keys,
+            "device": &*device.converter.device.name,
+            "client": request.scope == AttributeScope::Client,
+            "id": id,
+        });
+        if self.pending.len() >= MAX_PENDING_REQUESTS {
+            if let Some((old, _)) = self.pending.shift_remove_index(0) {
+                warn!(
+                    id = old,
+                    "attribute request given up: too many waiting for ThingsBoard"
+                );
+            }
+        }
+        self.pending.insert(
+            id,
+            PendingRequest {
+                device: request.device,
+                peer: request.peer,
+                sent: Instant::now(),
+            },
+        );
+        self.context
+            .stats
+            .attribute_requests_sent
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(id, device = %device.converter.device.name, keys = ?request.keys, "attribute request");
+        // Fixed QoS 1, as ThingsBoard's gateway.
+        if let Err(error) = self
+            .context
+            .client
+            .publish(
+                topic::ATTRIBUTES_REQUEST,
+                QoS::AtLeastOnce,
+                false,
+                payload.to_string(),
+            )
+            .await
+        {
+            warn!(%error, "attribute request not sent");
+        }
+    }
+
+    /// Writes ThingsBoard's answer to the connection that asked.
+    async fn answer_request(&mut self, response: AttributeResponse) {
+        let Some(pending) = self.pending.shift_remove(&response.id) else {
+            debug!(
+                id = response.id,
+                "attribute response for an unknown or expired request"
+            );
+            return;
+        };
+        self.context
+            .stats
+            .attribute_requests_answered
+            .fetch_add(1, Ordering::Relaxed);
+        let bytes = python::json_dumps(&response.value).into_bytes();
+        let name = self.device_name(pending.device);
+        match self
+            .context
+            .links
+            .write_to_peer(pending.peer, Bytes::from(bytes))
+            .await
+        {
+            Ok(()) => debug!(id = response.id, device = %name, "attribute response written"),
+            Err(error) => {
+                warn!(id = response.id, device = %name, %error, "attribute response not delivered")
+            }
+        }
+    }
+
+    fn expire_requests(&mut self) {
+        let now = Instant::now();
+        while let Some((&id, pending)) = self.pending.first() {
+            if now.duration_since(pending.sent) < ATTRIBUTE_REQUEST_TIMEOUT {
+                break;
+            }
+            let device = self.device_name(pending.device);
+            self.pending.shift_remove_index(0);
+            self.context
+                .stats
+                .attribute_requests_timed_out
+                .fetch_add(1, Ordering::Relaxed);
+            warn!(id, device = %device, "attribute request timed out after 20 s without an answer from ThingsBoard");
+        }
+    }
+
+    /// Shared attribute changed in ThingsBoard: write each configured one to the device.
+    async fn update_attributes(&mut self, update: AttributeUpdate) {
+        let Some(index) = self.context.router.find(&update.device) else {
+            warn!(device = %update.device, "attribute update for a device this connector does not have");
+            return;
+        };
+        let Some(device) = self.context.config.devices.get(index) else {
+            return;
+        };
+        for entry in &device.attribute_updates {
+            let Some(value) = update.data.get(&entry.attribute_on_thingsboard) else {
+                continue;
+            };
+            let encoding = entry.encoding.unwrap_or(device.encoding);
+            let outcome = match text::encode(&python::str(value), encoding) {
+                Ok(bytes) => self
+                    .context
+                    .links
+                    .write_to_device(index, Bytes::from(bytes))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot encode as {encoding}: {e}")),
+            };
+            let key = &entry.attribute_on_thingsboard;
+            match outcome {
+                Ok(peer) => {
+                    self.context
+                        .stats
+                        .attribute_updates_written
+                        .fetch_add(1, Ordering::Relaxed);
+                    info!(device = %update.device, key = %key, %peer, "attribute update written to device");
+                }
+                Err(error) => {
+                    self.context
+                        .stats
+                        .attribute_updates_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(device = %update.device, key = %key, %error, "attribute update not delivered");
+                }
+            }
+        }
+    }
+
+    fn device_name(&self, index: usize) -> String {
+        self.context
+            .router
+            .device(index)
+            .map(|d| d.converter.device.name.to_string())
+            .unwrap_or_default()
+    }
+}
+
+pub use rpc::RpcOutcome;

@@ -1,0 +1,314 @@
+//! Server-side RPC: configured `serverSideRpc[]` methods, the built-in `set` and `get`, and the
+//! connector-level `socket_set` on the gateway device. Every request gets a reply when something
+//! goes wrong; a successful write gets one when `withResponse` is true.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::QoS;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::messages::{ConnectorRpc, DeviceRpc};
+use super::{python, DownlinkContext};
+use crate::config::SocketKind;
+use crate::convert::text;
+use crate::thingsboard::api::topic;
+use crate::transport::DownlinkError;
+
+/// What an RPC reply carries in `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RpcOutcome {
+    /// `{"result": ...}`
+    Result(Value),
+    /// `{"error": "..."}`
+    Error(String),
+}
+
+impl RpcOutcome {
+    pub fn data(&self) -> Value {
+        match self {
+            Self::Result(value) => json!({ "result": value }),
+            Self::Error(message) => json!({ "error": message }),
+        }
+    }
+}
+
+impl From<DownlinkError> for RpcOutcome {
+    fn from(error: DownlinkError) -> Self {
+        Self::Error(error.to_string())
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Handles `v1/gateway/rpc` and replies on the same topic.
+pub async fn device_rpc(context: DownlinkContext, request: DeviceRpc) {
+    let outcome = handle_device_rpc(&context, &request).await;
+    count(&context, outcome.as_ref());
+    let Some(outcome) = outcome else {
+        return;
+    };
+    let reply = json!({"device": request.device, "id": request.id, "data": outcome.data()});
+    debug!(device = %request.device, method = %request.method, ?outcome, "RPC reply");
+    publish(&context, topic::RPC, reply).await;
+}
+
+/// Handles RPC to the gateway device (`socket_set`) and replies on
+/// `v1/devices/me/rpc/response/<id>`.
+pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
+    let outcome = match request.method.split_once('_') {
+        Some(("socket", "set")) => set(&context, &strip_device_name(&request.params)).await,
+        Some(("socket", other)) => RpcOutcome::Error(format!(
+            "connector RPC method {other:?} is not supported; only socket_set"
+        )),
+        _ => RpcOutcome::Error(format!(
+            "gateway RPC method {:?} is not supported by the socket connector",
+            request.method
+        )),
+    };
+    count(&context, Some(&outcome));
+    let topic = format!(
+        "{}{}",
+        topic::GATEWAY_RPC_RESPONSE_PREFIX,
+        request.request_id
+    );
+    publish(&context, &topic, outcome.data()).await;
+}
+
+fn count(context: &DownlinkContext, outcome: Option<&RpcOutcome>) {
+    let counter = match outcome {
+        Some(RpcOutcome::Error(_)) => &context.stats.rpc_failed,
+        _ => &context.stats.rpc_ok,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {
+    if let Err(error) = context
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+        .await
+    {
+        warn!(topic, %error, "RPC reply not sent");
+    }
+}
+
+/// `None`: the write succeeded and the method does not want a response.
+async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Option<RpcOutcome> {
+    let Some(index) = context.router.find(&request.device) else {
+        return Some(RpcOutcome::Error(format!(
+            "device {:?} is not configured in this connector",
+            request.device
+        )));
+    };
+    let device = context.config.devices.get(index)?;
+    let Some(entry) = device
+        .server_side_rpc
+        .iter()
+        .find(|e| e.method_rpc == request.method)
+    else {
+        return Some(match request.method.as_str() {
+            "set" => set(context, &request.params).await,
+            "get" => get(context, &request.device, &request.params),
+            method => RpcOutcome::Error(format!(
+                "unknown RPC method {method:?} for device {:?}",
+                request.device
+            )),
+        });
+    };
+    let encoding = entry.encoding.unwrap_or(device.encoding);
+    let bytes = match text::encode(&python::str(&request.params), encoding) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            return Some(RpcOutcome::Error(format!(
+                "params cannot be encoded as {encoding}: {e}"
+            )))
+        }
+    };
+    let links = &context.links;
+    let Some(timeout_ms) = entry.response_timeout_ms else {
+        return match links.write_to_device(index, bytes).await {
+            Ok(_) if entry.with_response => Some(RpcOutcome::Result(json!("ok"))),
+            Ok(_) => None,
+            Err(error) => Some(error.into()),
+        };
+    };
+    // Wait for the device's answer: its next message from the connection written to.
+    let peer = match links.target(index) {
+        Ok(peer) => peer,
+        Err(error) => return Some(error.into()),
+    };
+    let answer = links.expect_reply(peer);
+    if let Err(error) = links.write_to_device(index, bytes).await {
+        links.cancel_reply(peer);
+        return Some(error.into());
+    }
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), answer).await {
+        Ok(Ok(reply)) => Some(RpcOutcome::Result(Value::String(text::decode(
+            &reply, encoding,
+        )))),
+        Ok(Err(_)) => Some(RpcOutcome::Error(
+            "device closed the connection before answering".to_owned(),
+        )),
+        Err(_) => {
+            links.cancel_reply(peer);
+            Some(RpcOutcome::Error(format!(
+                "device did not answer within {timeout_ms} ms"
+            )))
+        }
+    }
+}
+
+/// Built-in `get`: the last value of a telemetry or attribute key (`params` is the key name, or
+/// `{"key": name}`).
+fn get(context: &DownlinkContext, device: &str, params: &Value) -> RpcOutcome {
+    let key = params
+        .as_str()
+        .or_else(|| params.get("key").and_then(Value::as_str))
+        .map(str::trim);
+    let Some(key) = key.filter(|k| !k.is_empty()) else {
+        return RpcOutcome::Error("get needs the key name as params".to_owned());
+    };
+    match context.last_values.get(device, key) {
+        Some(value) => RpcOutcome::Result(value),
+        None => RpcOutcome::Error(format!("no value of {key:?} received from {device:?} yet")),
+    }
+}
+
+/// Built-in `set`: ThingsBoard's `address=..;port=..;value=..` (or an object with those keys):
+/// the value goes to that peer over its open connection, or over a new outbound TCP connection
+/// (TCP), or as a datagram from the bound socket (UDP).
+async fn set(context: &DownlinkContext, params: &Value) -> RpcOutcome {
+    let fields = set_fields(params);
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(address), Some(port), Some(value)) =
+        (field("address"), field("port"), field("value"))
+    else {
+        // ThingsBoard's own reply text.
+        return RpcOutcome::Result(json!("Not enough params"));
+    };
+    let Ok(port) = port.trim().parse::<u16>() else {
+        return RpcOutcome::Result(json!("Param \"port\" have to be int type"));
+    };
+    let Ok(ip) = address.trim().parse::<IpAddr>() else {
+        return RpcOutcome::Error(format!("address {address:?} is not an IP address"));
+    };
+    let peer = SocketAddr::new(ip, port);
+    let bytes = Bytes::from(value.into_bytes());
+    match context.links.write_to_peer(peer, bytes.clone()).await {
+        Ok(()) => RpcOutcome::Result(json!("ok")),
+        Err(DownlinkError::NoConnection { .. })
+            if context.config.socket.kind == SocketKind::Tcp =>
+        {
+            write_outbound(peer, &bytes).await
+        }
+        Err(error) => error.into(),
+    }
+}
+
+/// ThingsBoard's fallback for a peer without an open connection: connect to it, write, close.
+async fn write_outbound(peer: SocketAddr, bytes: &[u8]) -> RpcOutcome {
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer)).await;
+    let mut stream = match connect {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return RpcOutcome::Error(format!("cannot connect to {peer}: {e}")),
+        Err(_) => return RpcOutcome::Error(format!("connecting to {peer} timed out")),
+    };
+    match stream.write_all(bytes).await {
+        Ok(()) => {
+            let _ = stream.shutdown().await;
+            RpcOutcome::Result(json!("ok"))
+        }
+        Err(e) => RpcOutcome::Error(format!("writing to {peer} failed: {e}")),
+    }
+}
+
+/// `key=value` pairs of a `set` string (pairs without exactly one `=`, or with an empty side,
+/// are skipped, as in ThingsBoard), or the string fields of an object.
+fn set_fields(params: &Value) -> Vec<(String, String)> {
+    match params {
+        Value::String(text) => text
+            .split(';')
+            .filter_map(|pair| {
+                let mut parts = pair.split('=');
+                let (key, value) = (parts.next()?, parts.next()?);
+                if parts.next().is_some() {
+                    return None;
+                }
+                let key = key.trim();
+                (!key.is_empty() && !value.is_empty()).then(|| (key.to_owned(), value.to_owned()))
+            })
+            .collect(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), python::str(v)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `socket_set` params start with the device name (`"Device1 ;address=...;port=...;value=..."`);
+/// `set` needs only the address part.
+fn strip_device_name(params: &Value) -> Value {
+    match params {
+        Value::String(text) => match text.split_once(';') {
+            Some((head, rest)) if !head.contains('=') => Value::String(rest.to_owned()),
+            _ => params.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_params_like_thingsboard() {
+        let fields = set_fields(&json!(
+            "address=127.0.0.1;port=5000;value=ON;bad;a=b=c;=x;y="
+        ));
+        assert_eq!(
+            fields,
+            [
+                ("address".to_owned(), "127.0.0.1".to_owned()),
+                ("port".to_owned(), "5000".to_owned()),
+                ("value".to_owned(), "ON".to_owned())
+            ]
+        );
+        let object = set_fields(&json!({"address": "::1", "port": 7, "value": "x"}));
+        assert_eq!(object[1], ("port".to_owned(), "7".to_owned()));
+        assert!(set_fields(&json!(42)).is_empty());
+    }
+
+    #[test]
+    fn connector_set_params_drop_the_device_name() {
+        assert_eq!(
+            strip_device_name(&json!("Device1 ;address=10.0.0.5;port=6000;value=ON")),
+            json!("address=10.0.0.5;port=6000;value=ON")
+        );
+        assert_eq!(
+            strip_device_name(&json!("address=10.0.0.5;port=6000;value=ON")),
+            json!("address=10.0.0.5;port=6000;value=ON")
+        );
+    }
+
+    #[test]
+    fn outcome_shapes() {
+        assert_eq!(
+            RpcOutcome::Result(json!("ok")).data(),
+            json!({"result": "ok"})
+        );
+        assert_eq!(RpcOutcome::Error("x".into()).data(), json!({"error": "x"}));
+    }
+}

@@ -1,0 +1,183 @@
+//! Where downlink bytes for a device go: the last peer that sent data for it (as in ThingsBoard),
+//! but only over a connection that is still open (TCP) or from the bound socket (UDP). Also
+//! carries a device's next message to an RPC that waits for the device's answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::SocketKind;
+
+/// Why downlink bytes did not reach a device.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DownlinkError {
+    #[error("device has not sent any data yet, so there is no connection to write to")]
+    NeverSeen,
+    #[error("device is not connected: its last connection ({peer}) is closed")]
+    NotConnected { peer: SocketAddr },
+    #[error("no open connection from {peer}")]
+    NoConnection { peer: SocketAddr },
+    #[error("writing to {peer} failed: {reason}")]
+    WriteFailed { peer: SocketAddr, reason: String },
+    #[error("writing to {peer} timed out")]
+    WriteTimeout { peer: SocketAddr },
+}
+
+/// One write request to a connection's writer task, with the outcome.
+pub struct WriteRequest {
+    pub bytes: Bytes,
+    pub done: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// How long a downlink write may wait for a slow device.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct DeviceLinks {
+    kind: SocketKind,
+    last_peer: Mutex<Vec<Option<SocketAddr>>>,
+    tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<WriteRequest>>>,
+    udp: OnceLock<Arc<UdpSocket>>,
+    replies: Mutex<HashMap<SocketAddr, oneshot::Sender<Bytes>>>,
+    /// Fast path for readers: no lock when nobody waits for a device reply.
+    waiting_replies: AtomicUsize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not stop downlink: the maps stay consistent entry by entry.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl DeviceLinks {
+    pub fn new(kind: SocketKind, device_count: usize) -> Self {
+        Self {
+            kind,
+            last_peer: Mutex::new(vec![None; device_count]),
+            tcp: Mutex::default(),
+            udp: OnceLock::new(),
+            replies: Mutex::default(),
+            waiting_replies: AtomicUsize::new(0),
+        }
+    }
+
+    /// Remembers `peer` as the downlink target of the devices it just sent data for.
+    pub fn seen(&self, devices: &[usize], peer: SocketAddr) {
+        let mut last = lock(&self.last_peer);
+        for &device in devices {
+            if let Some(slot) = last.get_mut(device) {
+                *slot = Some(peer);
+            }
+        }
+    }
+
+    pub fn register_tcp(&self, peer: SocketAddr, writer: mpsc::Sender<WriteRequest>) {
+        lock(&self.tcp).insert(peer, writer);
+    }
+
+    pub fn unregister_tcp(&self, peer: SocketAddr) {
+        lock(&self.tcp).remove(&peer);
+        if let Some(waiter) = lock(&self.replies).remove(&peer) {
+            self.waiting_replies.fetch_sub(1, Ordering::Relaxed);
+            drop(waiter);
+        }
+    }
+
+    pub fn set_udp(&self, socket: Arc<UdpSocket>) {
+        let _ = self.udp.set(socket);
+    }
+
+    /// The peer a device's downlink goes to.
+    pub fn target(&self, device: usize) -> Result<SocketAddr, DownlinkError> {
+        lock(&self.last_peer)
+            .get(device)
+            .copied()
+            .flatten()
+            .ok_or(DownlinkError::NeverSeen)
+    }
+
+    /// Writes to the device's current connection; returns the peer written to.
+    pub async fn write_to_device(
+        &self,
+        device: usize,
+        bytes: Bytes,
+    ) -> Result<SocketAddr, DownlinkError> {
+        let peer = self.target(device)?;
+        match self.write_to_peer(peer, bytes).await {
+            Err(DownlinkError::NoConnection { peer }) => Err(DownlinkError::NotConnected { peer }),
+            other => other.map(|()| peer),
+        }
+    }
+
+    /// Writes to an open TCP connection from `peer`, or sends a datagram to it from the bound
+    /// UDP socket.
+    pub async fn write_to_peer(&self, peer: SocketAddr, bytes: Bytes) -> Result<(), DownlinkError> {
+        match self.kind {
+            SocketKind::Tcp => {
+                let writer = lock(&self.tcp)
+                    .get(&peer)
+                    .cloned()
+                    .ok_or(DownlinkError::NoConnection { peer })?;
+                let (done, outcome) = oneshot::channel();
+                let write = async {
+                    writer
+                        .send(WriteRequest { bytes, done })
+                        .await
+                        .map_err(|_| DownlinkError::NoConnection { peer })?;
+                    match outcome.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(DownlinkError::WriteFailed {
+                            peer,
+                            reason: e.to_string(),
+                        }),
+                        Err(_) => Err(DownlinkError::NoConnection { peer }),
+                    }
+                };
+                tokio::time::timeout(WRITE_TIMEOUT, write)
+                    .await
+                    .map_err(|_| DownlinkError::WriteTimeout { peer })?
+            }
+            SocketKind::Udp => {
+                let socket = self.udp.get().ok_or(DownlinkError::NoConnection { peer })?;
+                socket.send_to(&bytes, peer).await.map(|_| ()).map_err(|e| {
+                    DownlinkError::WriteFailed {
+                        peer,
+                        reason: e.to_string(),
+                    }
+                })
+            }
+        }
+    }
+
+    /// The next message from `peer` goes to the returned receiver instead of the data path.
+    pub fn expect_reply(&self, peer: SocketAddr) -> oneshot::Receiver<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        if lock(&self.replies).insert(peer, tx).is_none() {
+            self.waiting_replies.fetch_add(1, Ordering::Relaxed);
+        }
+        rx
+    }
+
+    /// Stops waiting for a reply from `peer` (timeout).
+    pub fn cancel_reply(&self, peer: SocketAddr) {
+        if lock(&self.replies).remove(&peer).is_some() {
+            self.waiting_replies.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands `message` to an RPC waiting for `peer`'s answer; false when none waits.
+    pub fn deliver_reply(&self, peer: SocketAddr, message: &[u8]) -> bool {
+        if self.waiting_replies.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let Some(waiter) = lock(&self.replies).remove(&peer) else {
+            return false;
+        };
+        self.waiting_replies.fetch_sub(1, Ordering::Relaxed);
+        waiter.send(Bytes::copy_from_slice(message)).is_ok()
+    }
+}
