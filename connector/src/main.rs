@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the connector with a ThingsBoard `socket.json`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show data flowing with nothing installed: an embedded MQTT broker, the connector with
     /// `examples/socket.json` and a simulated device; prints what ThingsBoard would receive.
     Demo(DemoArgs),
@@ -89,6 +89,10 @@ struct ThingsBoardArgs {
     /// MQTT keep-alive in seconds.
     #[arg(long, env = "TB_KEEP_ALIVE_SECONDS", default_value_t = 60)]
     keep_alive_seconds: u64,
+    /// Serve Prometheus `/metrics` and the `/healthz` and `/readyz` probes on this address,
+    /// e.g. 0.0.0.0:9100. Off when absent.
+    #[arg(long, env = "METRICS_ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +136,7 @@ impl ThingsBoardArgs {
             },
             report_strategy: ReportStrategy::global(self.report_strategy.as_ref()),
             connector_name: self.connector_name.clone(),
+            metrics_address: self.metrics_address,
         }
     }
 }
@@ -147,7 +152,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => runtime.block_on(run(args, cli.log_format, cli.log_level)),
+        Command::Run(args) => runtime.block_on(run(*args, cli.log_format, cli.log_level)),
         Command::Demo(args) => {
             logging::init(
                 cli.log_level.unwrap_or(LogLevel::Warning),

@@ -259,6 +259,7 @@ impl ReportFilter {
                             ts_ms: now_ms,
                             telemetry: Vec::new(),
                             attributes: Vec::new(),
+                            decode_errors: 0,
                         });
                         out.last_mut().expect("just pushed")
                     }

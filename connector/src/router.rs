@@ -10,13 +10,35 @@ use crate::config::{
 };
 use crate::convert::{ConvertedData, DeviceIdentity, KeySlice, UplinkConverter};
 use crate::downlink::expression::{KeyNames, RequestMatcher};
+use crate::metrics::metrics;
 use crate::report::{ReportStrategy, StrategyCascade};
+use prometheus::IntCounter;
 
 #[derive(Debug)]
 pub struct Device {
     pub filter: AddressFilter,
     pub converter: UplinkConverter,
     pub attribute_requests: Vec<AttributeRequestRule>,
+    /// This device's series of the per-device metrics, looked up once.
+    pub counters: DeviceCounters,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceCounters {
+    pub frames: IntCounter,
+    pub bytes: IntCounter,
+    pub decode_errors: IntCounter,
+}
+
+impl DeviceCounters {
+    fn new(device: &str) -> Self {
+        let m = metrics();
+        Self {
+            frames: m.frames_received.with_label_values(&[device]),
+            bytes: m.received_bytes.with_label_values(&[device]),
+            decode_errors: m.decode_errors.with_label_values(&[device]),
+        }
+    }
 }
 
 /// One `attributeRequests[]` entry, parsed.
@@ -96,6 +118,7 @@ impl Router {
                     .iter()
                     .filter_map(|r| AttributeRequestRule::parse(r).ok())
                     .collect(),
+                counters: DeviceCounters::new(&device.device_name),
             })
             .collect();
         Self { devices }

@@ -2,6 +2,7 @@
 //! down in order (stop reading, flush the queue, disconnect devices, close the session).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{ConnectorConfig, SocketKind};
-use crate::downlink::{Downlink, DownlinkContext, DownlinkStats, LastValues};
+use crate::downlink::{Downlink, DownlinkContext, LastValues};
+use crate::http::{self, Health};
 use crate::report::ReportStrategy;
 use crate::router::Router;
+use crate::thingsboard::limits::SessionLimits;
 use crate::thingsboard::uplink::Uplink;
 use crate::thingsboard::{link, remote_logs, MqttSettings};
 use crate::transport::{self, DeviceLinks, Ingest};
@@ -27,6 +30,8 @@ pub struct GatewaySettings {
     pub report_strategy: ReportStrategy,
     /// Overrides the config's `name`, like `connectors[].name` in `tb_gateway.json`.
     pub connector_name: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; none when absent.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Name used when neither the config nor the settings give one.
@@ -65,8 +70,16 @@ impl Connector {
             .into();
 
         let (stop, stop_rx) = watch::channel(false);
+        let health = Arc::new(Health::default());
+        if let Some(address) = settings.metrics_address {
+            let listener = http::bind(address)
+                .await
+                .with_context(|| format!("cannot serve metrics on {address}"))?;
+            tokio::spawn(http::serve(listener, health.clone(), stop_rx.clone()));
+        }
         let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
         let (requests, requests_rx) = mpsc::channel(ATTRIBUTE_REQUEST_CAPACITY);
+        health.watch_queue(&queue);
         let links = Arc::new(DeviceLinks::new(socket.kind, router.devices().len()));
         let ingest = Ingest {
             router: router.clone(),
@@ -93,6 +106,7 @@ impl Connector {
                 (tokio::spawn(serve), local)
             }
         };
+        health.listener_bound.store(true, Ordering::Relaxed);
         info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
 
         let (client, event_loop) = link::client(&settings.mqtt);
@@ -103,17 +117,19 @@ impl Connector {
             settings.mqtt.clone(),
             events,
             downlink_events,
+            health,
             stop_rx,
         ));
         let last_values = Arc::new(LastValues::default());
+        let (limits, limits_rx) = watch::channel(SessionLimits::default());
         let downlink = Downlink::new(DownlinkContext {
             client: client.clone(),
             router,
             config: Arc::new(config.clone()),
             links,
             last_values: last_values.clone(),
-            stats: Arc::new(DownlinkStats::default()),
             connector_name: connector_name.clone(),
+            limits,
         });
         tokio::spawn(downlink.run(downlink_rx, requests_rx));
         if let Some(logs) = crate::logging::remote::take() {
@@ -132,6 +148,7 @@ impl Connector {
             settings.mqtt.max_payload,
             connector_name,
             last_values,
+            limits_rx,
         );
         let uplink = tokio::spawn(uplink.run(queue_rx, events_rx));
         Ok(Self {

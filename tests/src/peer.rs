@@ -55,8 +55,14 @@ pub fn session_limits() -> Value {
 }
 
 impl ThingsBoardPeer {
-    /// Connects to the broker and subscribes to every topic before returning.
+    /// Connects to the broker and subscribes to every topic before returning; answers
+    /// `getSessionLimits` with ThingsBoard's defaults.
     pub async fn connect(port: u16) -> Self {
+        Self::connect_answering(port, Some(session_limits())).await
+    }
+
+    /// Like [`Self::connect`], answering `getSessionLimits` with `limits`, or never (None).
+    pub async fn connect_answering(port: u16, limits: Option<Value>) -> Self {
         let id = format!(
             "tb-peer-{:08x}",
             std::process::id() ^ crate::free_port() as u32
@@ -94,9 +100,11 @@ impl ThingsBoardPeer {
                         if let Some(id) = message.topic.strip_prefix("v1/devices/me/rpc/request/") {
                             let request: Value =
                                 serde_json::from_slice(&message.payload).unwrap_or_default();
-                            if request["method"] == "getSessionLimits" {
+                            if let (true, Some(limits)) =
+                                (request["method"] == "getSessionLimits", &limits)
+                            {
                                 let topic = format!("v1/devices/me/rpc/response/{id}");
-                                let payload = session_limits().to_string().into_bytes();
+                                let payload = limits.to_string().into_bytes();
                                 echoes
                                     .lock()
                                     .unwrap()

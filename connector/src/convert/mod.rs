@@ -37,6 +37,8 @@ pub struct ConvertedData {
     pub ts_ms: i64,
     pub telemetry: Vec<Datapoint>,
     pub attributes: Vec<Datapoint>,
+    /// Values whose bytes did not decode in the device's encoding.
+    pub decode_errors: usize,
 }
 
 impl ConvertedData {

@@ -11,8 +11,13 @@ use crate::config::Encoding;
 
 /// Decodes a slice as ThingsBoard would present it to its users.
 pub fn decode(bytes: &[u8], encoding: Encoding) -> String {
+    decode_checked(bytes, encoding).0
+}
+
+/// [`decode`], and whether the bytes were valid in the encoding (false: Python repr fallback).
+pub fn decode_checked(bytes: &[u8], encoding: Encoding) -> (String, bool) {
     let decoded = match encoding {
-        Encoding::Hex => return hex(bytes),
+        Encoding::Hex => return (hex(bytes), true),
         Encoding::Utf8 => std::str::from_utf8(bytes).ok().map(str::to_owned),
         Encoding::Ascii => bytes
             .is_ascii()
@@ -26,11 +31,11 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> String {
         Encoding::Utf32Be => decode_utf32(bytes, Some(Endian::Big)),
     };
     match decoded {
-        Some(text) if text.contains('\0') => text.replace('\0', ""),
-        Some(text) => text,
+        Some(text) if text.contains('\0') => (text.replace('\0', ""), true),
+        Some(text) => (text, true),
         None => {
             let stripped: Vec<u8> = bytes.iter().copied().filter(|&b| b != 0).collect();
-            python_bytes_repr(&stripped)
+            (python_bytes_repr(&stripped), false)
         }
     }
 }

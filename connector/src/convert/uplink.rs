@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{slice::byte_slice, text::decode, ConvertedData, Datapoint, DeviceIdentity};
+use super::{slice::byte_slice, text::decode_checked, ConvertedData, Datapoint, DeviceIdentity};
 use crate::config::Encoding;
 use crate::report::ReportStrategy;
 
@@ -19,13 +19,16 @@ pub struct KeySlice {
 }
 
 impl KeySlice {
-    fn datapoint(&self, data: &[u8], encoding: Encoding) -> Datapoint {
+    /// The key's datapoint, and whether its bytes decoded.
+    fn datapoint(&self, data: &[u8], encoding: Encoding) -> (Datapoint, bool) {
         let bytes = byte_slice(data, self.byte_from, self.byte_to);
-        Datapoint {
+        let (text, decoded) = decode_checked(bytes, encoding);
+        let point = Datapoint {
             key: self.key.clone(),
-            value: Value::String(decode(bytes, encoding)),
+            value: Value::String(text),
             strategy: self.strategy,
-        }
+        };
+        (point, decoded)
     }
 }
 
@@ -42,14 +45,17 @@ impl UplinkConverter {
     /// Converts one message. Every key yields a value (an empty slice gives `""`, as in
     /// ThingsBoard); a repeated attribute key keeps its first position and its last value.
     pub fn convert(&self, data: &[u8], ts_ms: i64) -> ConvertedData {
-        let telemetry = self
-            .telemetry
-            .iter()
-            .map(|key| key.datapoint(data, self.encoding))
-            .collect();
+        let mut decode_errors = 0;
+        let mut telemetry = Vec::with_capacity(self.telemetry.len());
+        for key in &self.telemetry {
+            let (point, decoded) = key.datapoint(data, self.encoding);
+            decode_errors += usize::from(!decoded);
+            telemetry.push(point);
+        }
         let mut attributes: Vec<Datapoint> = Vec::with_capacity(self.attributes.len());
         for key in &self.attributes {
-            let point = key.datapoint(data, self.encoding);
+            let (point, decoded) = key.datapoint(data, self.encoding);
+            decode_errors += usize::from(!decoded);
             match attributes.iter_mut().find(|p| p.key == point.key) {
                 Some(existing) => *existing = point,
                 None => attributes.push(point),
@@ -60,6 +66,7 @@ impl UplinkConverter {
             ts_ms,
             telemetry,
             attributes,
+            decode_errors,
         }
     }
 }

@@ -11,6 +11,8 @@ pub enum Incoming {
     AttributeResponse(AttributeResponse),
     DeviceRpc(DeviceRpc),
     ConnectorRpc(ConnectorRpc),
+    /// ThingsBoard's answer to the gateway's `getSessionLimits` RPC.
+    SessionLimits(Value),
     /// Not for this connector (for example a plain broker echoing our own attribute publishes).
     Ignored,
 }
@@ -53,9 +55,17 @@ pub fn parse(topic_name: &str, payload: &[u8]) -> Result<Incoming, String> {
     let is_ours = topic_name == topic::ATTRIBUTES
         || topic_name == topic::ATTRIBUTES_RESPONSE
         || topic_name == topic::RPC
-        || topic_name.starts_with(topic::GATEWAY_RPC_REQUEST_PREFIX);
+        || topic_name.starts_with(topic::GATEWAY_RPC_REQUEST_PREFIX)
+        || topic_name.starts_with(topic::GATEWAY_RPC_RESPONSE_PREFIX);
     if !is_ours {
         return Ok(Incoming::Ignored);
+    }
+    if let Some(id) = topic_name.strip_prefix(topic::GATEWAY_RPC_RESPONSE_PREFIX) {
+        if id != crate::thingsboard::limits::REQUEST_ID {
+            return Ok(Incoming::Ignored);
+        }
+        let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+        return Ok(Incoming::SessionLimits(value));
     }
     let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
     let object = value.as_object().ok_or("not a JSON object")?;

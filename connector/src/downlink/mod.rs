@@ -9,7 +9,6 @@ mod rpc;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,13 +16,15 @@ use bytes::Bytes;
 use indexmap::IndexMap;
 use rumqttc::{AsyncClient, QoS};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::config::{AttributeScope, ConnectorConfig};
 use crate::convert::{text, ConvertedData};
+use crate::metrics::metrics;
 use crate::router::Router;
 use crate::thingsboard::api::topic;
+use crate::thingsboard::limits::{self, SessionLimits};
 use crate::transport::DeviceLinks;
 use messages::{AttributeResponse, AttributeUpdate, Incoming};
 
@@ -53,18 +54,6 @@ pub enum DownlinkEvent {
 pub const ATTRIBUTE_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attribute requests waiting for ThingsBoard at most; older ones are given up first.
 const MAX_PENDING_REQUESTS: usize = 10_000;
-
-/// Counters of downlink outcomes (exported as metrics later).
-#[derive(Debug, Default)]
-pub struct DownlinkStats {
-    pub attribute_requests_sent: AtomicU64,
-    pub attribute_requests_answered: AtomicU64,
-    pub attribute_requests_timed_out: AtomicU64,
-    pub attribute_updates_written: AtomicU64,
-    pub attribute_updates_failed: AtomicU64,
-    pub rpc_ok: AtomicU64,
-    pub rpc_failed: AtomicU64,
-}
 
 /// Last value per key of one device.
 type KeyValues = IndexMap<Arc<str>, Value>;
@@ -104,9 +93,10 @@ pub struct DownlinkContext {
     pub config: Arc<ConnectorConfig>,
     pub links: Arc<DeviceLinks>,
     pub last_values: Arc<LastValues>,
-    pub stats: Arc<DownlinkStats>,
     /// Connector name: `socket_<method>` on the gateway device addresses this connector.
     pub connector_name: Arc<str>,
+    /// Where ThingsBoard's session limits go (the uplink task applies them).
+    pub limits: watch::Sender<SessionLimits>,
 }
 
 pub struct Downlink {
@@ -149,10 +139,24 @@ impl Downlink {
             topic::ATTRIBUTES_RESPONSE,
             topic::RPC,
             topic::GATEWAY_RPC_REQUESTS,
+            topic::GATEWAY_RPC_RESPONSES,
         ] {
             if let Err(error) = self.context.client.subscribe(topic, QoS::AtLeastOnce).await {
                 warn!(topic, %error, "subscribing failed");
             }
+        }
+        let request = format!(
+            "{}{}",
+            topic::GATEWAY_RPC_REQUEST_PREFIX,
+            limits::REQUEST_ID
+        );
+        if let Err(error) = self
+            .context
+            .client
+            .publish(request, QoS::AtLeastOnce, false, limits::REQUEST)
+            .await
+        {
+            warn!(%error, "getSessionLimits request not sent");
         }
     }
 
@@ -163,9 +167,18 @@ impl Downlink {
             Ok(Incoming::DeviceRpc(request)) => {
                 tokio::spawn(rpc::device_rpc(self.context.clone(), request));
             }
+            // Our own getSessionLimits request, heard back through a plain MQTT broker.
+            Ok(Incoming::ConnectorRpc(request)) if request.method == "getSessionLimits" => {}
             Ok(Incoming::ConnectorRpc(request)) => {
                 tokio::spawn(rpc::connector_rpc(self.context.clone(), request));
             }
+            Ok(Incoming::SessionLimits(answer)) => match SessionLimits::parse(&answer) {
+                Ok(limits) => {
+                    info!(?limits, "ThingsBoard session limits");
+                    let _ = self.context.limits.send(limits);
+                }
+                Err(error) => warn!(%error, "session limits ignored"),
+            },
             Ok(Incoming::Ignored) => {}
             Err(error) => warn!(topic, %error, "malformed message from ThingsBoard ignored"),
         }
@@ -199,10 +212,7 @@ impl Downlink {
                 sent: Instant::now(),
             },
         );
-        self.context
-            .stats
-            .attribute_requests_sent
-            .fetch_add(1, Ordering::Relaxed);
+        count(&metrics().attribute_requests, "sent");
         debug!(id, device = %device.converter.device.name, keys = ?request.keys, "attribute request");
         // Fixed QoS 1, as ThingsBoard's gateway.
         if let Err(error) = self
@@ -229,10 +239,7 @@ impl Downlink {
             );
             return;
         };
-        self.context
-            .stats
-            .attribute_requests_answered
-            .fetch_add(1, Ordering::Relaxed);
+        count(&metrics().attribute_requests, "answered");
         let bytes = python::json_dumps(&response.value).into_bytes();
         let name = self.device_name(pending.device);
         match self
@@ -256,10 +263,7 @@ impl Downlink {
             }
             let device = self.device_name(pending.device);
             self.pending.shift_remove_index(0);
-            self.context
-                .stats
-                .attribute_requests_timed_out
-                .fetch_add(1, Ordering::Relaxed);
+            count(&metrics().attribute_requests, "timed_out");
             warn!(id, device = %device, "attribute request timed out after 20 s without an answer from ThingsBoard");
         }
     }
@@ -290,17 +294,11 @@ impl Downlink {
             let key = &entry.attribute_on_thingsboard;
             match outcome {
                 Ok(peer) => {
-                    self.context
-                        .stats
-                        .attribute_updates_written
-                        .fetch_add(1, Ordering::Relaxed);
+                    count(&metrics().attribute_updates, "written");
                     info!(device = %update.device, key = %key, %peer, "attribute update written to device");
                 }
                 Err(error) => {
-                    self.context
-                        .stats
-                        .attribute_updates_failed
-                        .fetch_add(1, Ordering::Relaxed);
+                    count(&metrics().attribute_updates, "failed");
                     warn!(device = %update.device, key = %key, %error, "attribute update not delivered");
                 }
             }
@@ -317,3 +315,7 @@ impl Downlink {
 }
 
 pub use rpc::RpcOutcome;
+
+fn count(counter: &prometheus::IntCounterVec, outcome: &str) {
+    counter.with_label_values(&[outcome]).inc();
+}

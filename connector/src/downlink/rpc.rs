@@ -3,7 +3,6 @@
 //! goes wrong; a successful write gets one when `withResponse` is true.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use super::messages::{ConnectorRpc, DeviceRpc};
 use super::{python, DownlinkContext};
 use crate::config::SocketKind;
 use crate::convert::text;
+use crate::metrics::metrics;
 use crate::thingsboard::api::topic;
 use crate::transport::DownlinkError;
 
@@ -49,7 +49,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handles `v1/gateway/rpc` and replies on the same topic.
 pub async fn device_rpc(context: DownlinkContext, request: DeviceRpc) {
     let outcome = handle_device_rpc(&context, &request).await;
-    count(&context, outcome.as_ref());
+    count(outcome.as_ref());
     let Some(outcome) = outcome else {
         return;
     };
@@ -71,7 +71,7 @@ pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
             request.method
         )),
     };
-    count(&context, Some(&outcome));
+    count(Some(&outcome));
     let topic = format!(
         "{}{}",
         topic::GATEWAY_RPC_RESPONSE_PREFIX,
@@ -80,12 +80,12 @@ pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
     publish(&context, &topic, outcome.data()).await;
 }
 
-fn count(context: &DownlinkContext, outcome: Option<&RpcOutcome>) {
-    let counter = match outcome {
-        Some(RpcOutcome::Error(_)) => &context.stats.rpc_failed,
-        _ => &context.stats.rpc_ok,
+fn count(outcome: Option<&RpcOutcome>) {
+    let label = match outcome {
+        Some(RpcOutcome::Error(_)) => "error",
+        _ => "ok",
     };
-    counter.fetch_add(1, Ordering::Relaxed);
+    metrics().rpc_requests.with_label_values(&[label]).inc();
 }
 
 async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {

@@ -34,6 +34,7 @@ fn message(
             })
             .collect(),
         attributes: Vec::new(),
+        decode_errors: 0,
     }
 }
 

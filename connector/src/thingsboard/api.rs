@@ -25,6 +25,7 @@ pub mod topic {
     pub const GATEWAY_RPC_REQUESTS: &str = "v1/devices/me/rpc/request/+";
     pub const GATEWAY_RPC_REQUEST_PREFIX: &str = "v1/devices/me/rpc/request/";
     pub const GATEWAY_RPC_RESPONSE_PREFIX: &str = "v1/devices/me/rpc/response/";
+    pub const GATEWAY_RPC_RESPONSES: &str = "v1/devices/me/rpc/response/+";
 }
 
 /// The `connectorType` attribute every device of this connector carries.
@@ -224,6 +225,7 @@ mod tests {
             ts_ms: ts,
             telemetry: points(telemetry),
             attributes: points(attributes),
+            decode_errors: 0,
         }
     }
 

@@ -1,6 +1,8 @@
 //! The MQTT session to ThingsBoard: connects with the access token as username, reconnects with
 //! jittered exponential backoff forever, and reports connection changes to the uplink task.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -12,6 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::downlink::DownlinkEvent;
+use crate::http::Health;
+use crate::metrics::metrics;
 
 /// How to reach ThingsBoard (what `tb_gateway.json` holds in the ThingsBoard gateway).
 #[derive(Debug, Clone)]
@@ -60,6 +64,7 @@ pub async fn drive(
     settings: MqttSettings,
     events: mpsc::UnboundedSender<LinkEvent>,
     downlink: mpsc::UnboundedSender<DownlinkEvent>,
+    health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
 ) {
     let endpoint = format!("{}:{}", settings.host, settings.port);
@@ -78,6 +83,11 @@ pub async fn drive(
                 info!(%endpoint, "connected to ThingsBoard");
                 backoff = BACKOFF_START;
                 connected = true;
+                health.mqtt_connected.store(true, Ordering::Relaxed);
+                metrics().mqtt_connected.set(1);
+                if connected_once {
+                    metrics().mqtt_reconnects.inc();
+                }
                 let _ = events.send(LinkEvent::Connected {
                     reconnect: connected_once,
                 });
@@ -101,6 +111,8 @@ pub async fn drive(
                 }
                 if connected {
                     connected = false;
+                    health.mqtt_connected.store(false, Ordering::Relaxed);
+                    metrics().mqtt_connected.set(0);
                     let _ = events.send(LinkEvent::Disconnected);
                 }
                 let delay = jitter(backoff);

@@ -2,6 +2,7 @@
 //! ([`link`]) and the task that turns converted data into publishes ([`uplink`]).
 
 pub mod api;
+pub mod limits;
 pub mod link;
 pub mod remote_logs;
 pub mod uplink;

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::api::topic;
 use crate::clock::now_ms;
-use crate::logging::remote::{RemoteLogs, RemoteRecord};
+use crate::logging::remote::{self, RemoteLogs, RemoteRecord};
 
 const RECORDS_PER_BATCH: usize = 20;
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -42,8 +42,9 @@ pub async fn run(
         tokio::select! {
             _ = batches.tick(), if logs.records.is_some() => {
                 let batch = next_batch(&mut logs, &mut carry, &logs_key, max_payload);
-                if !batch.is_empty() && client.try_publish(topic::GATEWAY_TELEMETRY, qos, false, Value::Array(batch).to_string()).is_err() {
-                    logs.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                let records = batch.len() as u64;
+                if records > 0 && client.try_publish(topic::GATEWAY_TELEMETRY, qos, false, Value::Array(batch).to_string()).is_err() {
+                    remote::dropped().inc_by(records);
                 }
             }
             _ = error_reports.tick() => {
@@ -54,7 +55,7 @@ pub async fn run(
                         last_reported = errors;
                     }
                 }
-                let dropped = logs.counters.dropped.load(Ordering::Relaxed);
+                let dropped = remote::dropped().get();
                 if dropped > last_dropped {
                     warn!(dropped = dropped - last_dropped, "remote log records dropped: more logs than ThingsBoard is sent");
                     last_dropped = dropped;

@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use rumqttc::{AsyncClient, ClientError, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tracing::{debug, trace, warn};
 
 use super::api::{self, topic, UplinkBatch};
+use super::limits::{RateLimiter, SessionLimits};
 use super::LinkEvent;
 use crate::clock::now_ms;
 use crate::convert::{ConvertedData, DeviceIdentity};
 use crate::downlink::LastValues;
+use crate::metrics::metrics;
 use crate::report::ReportFilter;
 
 /// Converted messages taken from the queue for one round of publishes.
@@ -31,6 +34,12 @@ pub struct Uplink {
     /// Devices announced with `v1/gateway/connect` in this run.
     announced: IndexMap<Arc<str>, Arc<DeviceIdentity>>,
     last_values: Arc<LastValues>,
+    limits: watch::Receiver<SessionLimits>,
+    configured_max_payload: usize,
+    started: Instant,
+    message_rate: RateLimiter,
+    telemetry_rate: RateLimiter,
+    datapoint_rate: RateLimiter,
 }
 
 impl Uplink {
@@ -40,6 +49,7 @@ impl Uplink {
         max_payload: usize,
         connector_name: Arc<str>,
         last_values: Arc<LastValues>,
+        limits: watch::Receiver<SessionLimits>,
     ) -> Self {
         Self {
             client,
@@ -49,6 +59,12 @@ impl Uplink {
             filter: ReportFilter::new(),
             announced: IndexMap::new(),
             last_values,
+            limits,
+            configured_max_payload: max_payload,
+            started: Instant::now(),
+            message_rate: RateLimiter::default(),
+            telemetry_rate: RateLimiter::default(),
+            datapoint_rate: RateLimiter::default(),
         }
     }
 
@@ -71,14 +87,23 @@ impl Uplink {
                     if received == 0 {
                         break;
                     }
+                    let metrics = metrics();
+                    metrics.queue_messages.set(data.len() as i64);
                     let now = now_ms();
                     let mut batch = UplinkBatch::new();
+                    let mut read_at = Vec::with_capacity(incoming.len());
                     for mut message in incoming.drain(..) {
                         self.last_values.record(&message);
-                        self.filter.filter(&mut message, now);
+                        let decision = self.filter.filter(&mut message, now);
+                        metrics.report_suppressed.inc_by(decision.suppressed as u64);
+                        read_at.push(message.ts_ms);
                         batch.add(message);
                     }
                     self.publish(batch).await;
+                    let published = now_ms();
+                    for ts in read_at {
+                        metrics.publish_latency.observe((published - ts).max(0) as f64 / 1000.0);
+                    }
                 }
                 _ = sleep_for(periodic_wait) => {
                     let mut batch = UplinkBatch::new();
@@ -102,6 +127,7 @@ impl Uplink {
         if batch.is_empty() {
             return;
         }
+        self.apply_limits();
         let new_devices: Vec<Arc<DeviceIdentity>> = batch
             .devices()
             .filter(|d| !self.announced.contains_key(&d.name))
@@ -121,9 +147,18 @@ impl Uplink {
         for payload in batch.attributes_payloads(self.max_payload) {
             self.send(topic::ATTRIBUTES, payload).await;
         }
-        for payload in batch.telemetry_payloads(self.max_payload) {
+        let telemetry = batch.telemetry_payloads(self.max_payload);
+        if !telemetry.is_empty() {
+            let datapoints = batch.datapoints() as f64;
+            Self::wait(&mut self.datapoint_rate, datapoints, self.started).await;
+        }
+        for payload in telemetry {
+            Self::wait(&mut self.telemetry_rate, 1.0, self.started).await;
             self.send(topic::TELEMETRY, payload).await;
         }
+        metrics()
+            .datapoints_published
+            .inc_by(batch.datapoints() as u64);
         debug!(datapoints = batch.datapoints(), "data to ThingsBoard");
     }
 
@@ -147,12 +182,46 @@ impl Uplink {
         }
     }
 
-    async fn send(&self, topic: &str, payload: Vec<u8>) {
+    /// Takes ThingsBoard's session limits when they (re)arrive.
+    fn apply_limits(&mut self) {
+        if !self.limits.has_changed().unwrap_or(false) {
+            return;
+        }
+        let limits = self.limits.borrow_and_update().clone();
+        let now = self.started.elapsed();
+        self.max_payload = limits.max_payload.unwrap_or(self.configured_max_payload);
+        self.message_rate = RateLimiter::new(&limits.messages, now);
+        self.telemetry_rate = RateLimiter::new(&limits.telemetry_messages, now);
+        self.datapoint_rate = RateLimiter::new(&limits.telemetry_datapoints, now);
+    }
+
+    async fn wait(limiter: &mut RateLimiter, units: f64, started: Instant) {
+        loop {
+            let wait = limiter.delay(units, started.elapsed());
+            if wait.is_zero() {
+                limiter.take(units, started.elapsed());
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn send(&mut self, topic: &str, payload: Vec<u8>) {
+        Self::wait(&mut self.message_rate, 1.0, self.started).await;
         trace!(topic, payload = %String::from_utf8_lossy(&payload), "publish");
-        if let Err(ClientError::Request(_) | ClientError::TryRequest(_)) =
-            self.client.publish(topic, self.qos, false, payload).await
-        {
-            warn!(topic, "MQTT client stopped; message dropped");
+        let name = topic.strip_prefix("v1/gateway/").unwrap_or(topic);
+        match self.client.publish(topic, self.qos, false, payload).await {
+            Ok(()) => metrics()
+                .messages_published
+                .with_label_values(&[name])
+                .inc(),
+            Err(ClientError::Request(_) | ClientError::TryRequest(_)) => {
+                metrics()
+                    .dropped
+                    .with_label_values(&["mqtt_client_stopped"])
+                    .inc();
+                warn!(topic, "MQTT client stopped; message dropped");
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ use tracing::warn;
 use crate::clock::now_ms;
 use crate::convert::ConvertedData;
 use crate::downlink::AttributeRequest;
+use crate::metrics::metrics;
 use crate::router::Router;
 
 /// What the listeners feed: the device table, the uplink queue, the attribute-request queue and
@@ -60,6 +61,8 @@ impl Ingest {
             let Some(device) = self.router.device(index) else {
                 continue;
             };
+            device.counters.frames.inc();
+            device.counters.bytes.inc_by(message.len() as u64);
             if !device.attribute_requests.is_empty() {
                 let requests = device.attribute_requests(message);
                 if !requests.is_empty() {
@@ -71,6 +74,10 @@ impl Ingest {
                             keys,
                         };
                         if self.requests.try_send(request).is_err() {
+                            metrics()
+                                .dropped
+                                .with_label_values(&["attribute_request_queue_full"])
+                                .inc();
                             warn!(device = %device.converter.device.name, "attribute request dropped: too many waiting");
                         }
                     }
@@ -78,6 +85,12 @@ impl Ingest {
                 }
             }
             let converted = device.converter.convert(message, ts);
+            if converted.decode_errors > 0 {
+                device
+                    .counters
+                    .decode_errors
+                    .inc_by(converted.decode_errors as u64);
+            }
             if converted.is_empty() {
                 continue;
             }

@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::links::WriteRequest;
 use super::Ingest;
 use crate::address_filter::peer_string;
+use crate::metrics::metrics;
 use crate::router::DeviceSet;
 
 /// Downlink writes queued per connection before writers wait.
@@ -28,9 +29,11 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
                     let peer_text = peer_string(peer);
                     let devices = ingest.router.matching(&peer_text);
                     if devices.is_empty() {
+                        metrics().connections_rejected.with_label_values(&["no_matching_device"]).inc();
                         info!(peer = %peer_text, "connection closed: no device's address filter matches this peer");
                         continue;
                     }
+                    metrics().connections_accepted.inc();
                     debug!(peer = %peer_text, "new connection established");
                     connections.spawn(connection(stream, peer, devices, ingest.clone(), connection_stop.clone()));
                 }
@@ -55,6 +58,8 @@ async fn connection(
     ingest: Ingest,
     mut stop: watch::Receiver<bool>,
 ) {
+    let open = metrics().connections_open.clone();
+    open.inc();
     let (mut reader, writer) = stream.into_split();
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
     ingest.links.register_tcp(peer, writes);
@@ -83,6 +88,7 @@ async fn connection(
     }
     ingest.links.unregister_tcp(peer);
     writer.abort();
+    open.dec();
 }
 
 /// Writes downlink bytes in order and reports each outcome.

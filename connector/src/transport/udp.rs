@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use super::Ingest;
 use crate::address_filter::peer_string;
+use crate::metrics::metrics;
 
 /// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
 /// ThingsBoard.
@@ -25,6 +26,7 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
                 let peer_text = peer_string(peer);
                 let devices = ingest.router.matching(&peer_text);
                 if devices.is_empty() {
+                    metrics().datagrams_rejected.inc();
                     debug!(peer = %peer_text, "datagram dropped: no device's address filter matches this peer");
                     continue;
                 }
