@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine: installs what the tests need
-# (Mosquitto, the ThingsBoard gateway for the differential test), then lints and tests the
-# workspace. Slow artefacts live in $TBSC_CACHE (default /var/cache/tbsc), outside the clone.
+# (Mosquitto, the ThingsBoard gateway for the differential test, etcd and kube-apiserver built
+# from Go modules), then lints and tests the workspace. Slow artefacts live in $TBSC_CACHE (default /var/cache/tbsc), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,10 @@ if [ -x tests/tbgw/install.sh ]; then
   TBGW_PYTHON="$(tests/tbgw/install.sh | tail -n 1)"
   export TBGW_PYTHON
 fi
+
+echo "== Kubernetes test binaries (etcd, kube-apiserver, helm) from Go modules"
+SC_K8S_BIN="$(tests/k8s/build-binaries.sh | tail -n 1)"
+export SC_K8S_BIN
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

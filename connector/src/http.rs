@@ -1,6 +1,6 @@
 //! The HTTP endpoint for Kubernetes probes and Prometheus: `/healthz` (the process is alive),
-//! `/readyz` (the device socket is bound, and ThingsBoard is connected or the queue still takes
-//! data) and `/metrics`.
+//! `/readyz` and `/metrics`. What "ready" means and which metrics are shown is the [`Endpoint`]'s
+//! business: the connector's [`Health`], or the operator's state.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,7 +21,16 @@ use tracing::{debug, info};
 use crate::convert::ConvertedData;
 use crate::metrics::metrics;
 
-/// What `/readyz` looks at.
+/// What an HTTP endpoint serves.
+pub trait Endpoint: Send + Sync + 'static {
+    /// `Ok` when ready, else the reason.
+    fn readiness(&self) -> Result<(), &'static str>;
+    /// Prometheus text format.
+    fn metrics(&self) -> String;
+}
+
+/// The connector's readiness: the device socket is bound, and ThingsBoard is connected or the
+/// queue still takes data.
 #[derive(Debug, Default)]
 pub struct Health {
     pub listener_bound: AtomicBool,
@@ -55,8 +64,22 @@ impl Health {
     }
 }
 
+impl Endpoint for Health {
+    fn readiness(&self) -> Result<(), &'static str> {
+        Health::readiness(self)
+    }
+
+    fn metrics(&self) -> String {
+        metrics().render()
+    }
+}
+
 /// Serves until `stop`.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
+pub async fn serve<E: Endpoint>(
+    listener: TcpListener,
+    endpoint: Arc<E>,
+    mut stop: watch::Receiver<bool>,
+) {
     if let Ok(address) = listener.local_addr() {
         info!(%address, "metrics and health endpoint is up");
     }
@@ -71,9 +94,9 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::
             },
             _ = crate::stop::stopped(&mut stop) => break,
         };
-        let health = health.clone();
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(request, health.clone()));
+            let service = service_fn(move |request| respond(request, endpoint.clone()));
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -84,18 +107,18 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::
     }
 }
 
-async fn respond(
+async fn respond<E: Endpoint>(
     request: Request<Incoming>,
-    health: Arc<Health>,
+    endpoint: Arc<E>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            metrics().render(),
+            endpoint.metrics(),
         ),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        (&Method::GET, "/readyz") => match health.readiness() {
+        (&Method::GET, "/readyz") => match endpoint.readiness() {
             Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,

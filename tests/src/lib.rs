@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod connector;
+pub mod control_plane;
 pub mod http;
 pub mod peer;
 pub mod thingsboard_gateway;

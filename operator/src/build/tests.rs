@@ -1,0 +1,106 @@
+//! Golden files: each fixture's rendered children, as reviewers read them.
+//! `UPDATE_GOLDEN=1 cargo test -p socket-connector-operator` rewrites them.
+
+use super::*;
+use crate::crd::{SocketConnector, SocketConnectorSpec};
+use crate::fixtures;
+use crate::validate::validate;
+
+fn resource(name: &str, spec: SocketConnectorSpec) -> SocketConnector {
+    let mut sc = SocketConnector::new(name, spec);
+    sc.metadata.namespace = Some("plant".to_owned());
+    sc.metadata.uid = Some("00000000-0000-0000-0000-000000000001".to_owned());
+    sc
+}
+
+fn render(sc: &SocketConnector) -> String {
+    let plan = validate(&sc.spec, "plant", &sc.name_any()).expect("valid fixture");
+    children(sc, &plan, &Defaults::default())
+        .iter()
+        .map(|child| serde_yaml::to_string(child).expect("yaml"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+fn golden(name: &str, rendered: &str) {
+    let path = format!("{}/tests/golden/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, rendered).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (run with UPDATE_GOLDEN=1 to create it)"));
+    assert!(
+        expected == rendered,
+        "{path} differs from the rendered children; review and run with UPDATE_GOLDEN=1:\n{rendered}"
+    );
+}
+
+#[test]
+fn tcp_connector() {
+    golden("tcp", &render(&resource("line-1", fixtures::tcp_spec())));
+}
+
+#[test]
+fn udp_connector_with_two_identities() {
+    golden(
+        "udp-replicated",
+        &render(&resource("meters", fixtures::udp_replicated_spec())),
+    );
+}
+
+#[test]
+fn paused_connector() {
+    golden(
+        "paused",
+        &render(&resource("line-1", fixtures::paused_spec())),
+    );
+}
+
+#[test]
+fn children_are_owned_labelled_and_restricted() {
+    let sc = resource("meters", fixtures::udp_replicated_spec());
+    let plan = validate(&sc.spec, "plant", "meters").unwrap();
+    let deployments = deployments(&sc, &plan, &Defaults::default());
+    assert_eq!(deployments.len(), 2);
+    for (index, deployment) in deployments.iter().enumerate() {
+        let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("SocketConnector", Some(true))
+        );
+        let pod = deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        let container = &pod.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        let token = container.env.as_ref().unwrap()[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(token.key, ["gateway-a", "gateway-b"][index]);
+        let args = container.args.as_ref().unwrap();
+        let client_id = &args[args.iter().position(|a| a == "--client-id").unwrap() + 1];
+        assert_eq!(client_id, &format!("plant.meters-{index}"));
+    }
+    let service = service(&sc, &plan);
+    let ports = service.spec.unwrap().ports.unwrap();
+    assert_eq!(
+        (
+            ports[0].protocol.as_deref(),
+            ports[0].port,
+            ports[0].node_port
+        ),
+        (Some("UDP"), 5005, Some(30505))
+    );
+}

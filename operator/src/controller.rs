@@ -1,0 +1,506 @@
+//! The reconcile loop: read → validate → build → apply → delete orphans → status, with the IO at
+//! the edges. Unchanged children and statuses are not written again, so a restarted operator (or
+//! a periodic resync) makes no API writes in steady state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::{DeserializeGuard, DynamicObject, GroupVersionKind};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use crate::build::{self, Defaults, FIELD_MANAGER};
+use crate::crd::{SocketConnector, SocketConnectorStatus};
+use crate::metrics::OperatorMetrics;
+use crate::status::{self, Observation};
+use crate::validate::{validate, Plan};
+
+/// Annotation holding the hash of what the operator last applied to a child.
+pub const APPLIED_HASH_ANNOTATION: &str = "tbsc.io/applied-hash";
+
+/// Why a reconcile failed; the variant is the metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("object could not be read: {0}")]
+    InvalidObject(String),
+    #[error("object has no namespace")]
+    NoNamespace,
+}
+
+impl ReconcileError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "api",
+            Self::InvalidObject(_) => "invalid_object",
+            Self::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub defaults: Defaults,
+    pub recorder: Recorder,
+    pub metrics: Arc<OperatorMetrics>,
+    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<SocketConnector>>, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        defaults: Defaults,
+        metrics: Arc<OperatorMetrics>,
+        instance: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(instance),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            defaults,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+}
+
+/// Runs the controller over `namespace` (all namespaces when None) until the stream ends.
+pub async fn run(context: Arc<Context>, namespace: Option<String>) {
+    let client = context.client.clone();
+    let (connectors, deployments, config_maps, services) = match &namespace {
+        Some(ns) => (
+            Api::<DeserializeGuard<SocketConnector>>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    let owned =
+        watcher::Config::default().labels(&format!("{}={FIELD_MANAGER}", build::MANAGED_BY_LABEL));
+    Controller::new(connectors, watcher::Config::default())
+        .owns(deployments, owned.clone())
+        .owns(config_maps, owned.clone())
+        .owns(services, owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                debug!(%error, "reconcile");
+            }
+        })
+        .await;
+}
+
+pub async fn reconcile(
+    guarded: Arc<DeserializeGuard<SocketConnector>>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&guarded, &context).await;
+    let metrics = &context.metrics;
+    metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    metrics.reconciliations.with_label_values(&[outcome]).inc();
+    if result.is_ok() {
+        lock(&context.failures).remove(&ObjectRef::from_obj(guarded.as_ref()));
+    }
+    result
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s … 5 min.
+pub fn error_policy(
+    guarded: Arc<DeserializeGuard<SocketConnector>>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    context
+        .metrics
+        .reconcile_errors
+        .with_label_values(&[error.reason()])
+        .inc();
+    let mut failures = lock(&context.failures);
+    let count = failures
+        .entry(ObjectRef::from_obj(guarded.as_ref()))
+        .or_insert(0);
+    *count = count.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    warn!(%error, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+async fn reconcile_inner(
+    guarded: &DeserializeGuard<SocketConnector>,
+    context: &Context,
+) -> Result<Action, ReconcileError> {
+    let sc = match &guarded.0 {
+        Ok(sc) => sc,
+        Err(invalid) => return report_invalid_object(invalid, context).await,
+    };
+    if sc.meta().deletion_timestamp.is_some() {
+        // Children go with their owner references.
+        return Ok(Action::await_change());
+    }
+    let namespace = sc.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = sc.name_any();
+
+    // validate (pure)
+    let plan = match validate(&sc.spec, &namespace, &name) {
+        Ok(plan) => plan,
+        Err(error) => {
+            let observation = Observation::Invalid {
+                reason: error.reason(),
+                message: error.to_string(),
+            };
+            write_status(sc, context, &observation, None, None).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    // read: the Secrets the pods will need
+    if let Some(message) = missing_secret(sc, &plan, context).await? {
+        let observation = Observation::SecretMissing { message };
+        write_status(sc, context, &observation, None, None).await?;
+        // Secrets are not watched: look again soon.
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+    // build (pure) and apply
+    let children = build::children(sc, &plan, &context.defaults);
+    for child in &children {
+        apply_if_changed(context, &namespace, child).await?;
+    }
+    delete_orphans(sc, &plan, context).await?;
+    // status
+    let (ready, updated) = deployment_readiness(sc, &plan, context).await?;
+    let observation = Observation::Applied {
+        desired: plan.identities.len() as i32,
+        ready,
+        updated,
+        paused: plan.paused,
+    };
+    let now_ready = write_status(sc, context, &observation, Some(&plan), Some(ready)).await?;
+    Ok(if now_ready || plan.paused {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(Duration::from_secs(30))
+    })
+}
+
+/// A resource that does not deserialize: say so on the object, not in a crash loop.
+async fn report_invalid_object(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    context: &Context,
+) -> Result<Action, ReconcileError> {
+    let (Some(namespace), Some(name)) = (&invalid.metadata.namespace, &invalid.metadata.name)
+    else {
+        return Err(ReconcileError::InvalidObject(invalid.error.clone()));
+    };
+    warn!(%namespace, %name, error = %invalid.error, "SocketConnector cannot be read");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        context.client.clone(),
+        namespace,
+        &kube::core::ApiResource::from_gvk(&GroupVersionKind::gvk(
+            crate::crd::GROUP,
+            crate::crd::VERSION,
+            "SocketConnector",
+        )),
+    );
+    let observation = Observation::Invalid {
+        reason: "InvalidObject",
+        message: invalid.error.clone(),
+    };
+    let conditions = status::conditions(&observation, invalid.metadata.generation);
+    let body = json!({
+        "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        "kind": "SocketConnector",
+        "status": {"observedGeneration": invalid.metadata.generation, "conditions": conditions}
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+async fn missing_secret(
+    sc: &SocketConnector,
+    plan: &Plan,
+    context: &Context,
+) -> Result<Option<String>, ReconcileError> {
+    let namespace = sc.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    for identity in &plan.identities {
+        let token = &identity.token;
+        match secrets.get_opt(&token.name).await? {
+            None => {
+                return Ok(Some(format!(
+                    "Secret {}/{} (access token of replica {}) does not exist",
+                    namespace, token.name, identity.index
+                )))
+            }
+            Some(secret) => {
+                let has_key = secret
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&token.key))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&token.key));
+                if !has_key {
+                    return Ok(Some(format!(
+                        "Secret {}/{} has no key {:?} (access token of replica {})",
+                        namespace, token.name, token.key, identity.index
+                    )));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn api_for(client: &Client, namespace: &str, child: &Value) -> Api<DynamicObject> {
+    let api_version = child["apiVersion"].as_str().unwrap_or_default();
+    let kind = child["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let resource = kube::core::ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), namespace, &resource)
+}
+
+/// Server-side applies `child` unless the live object already carries the same applied hash.
+async fn apply_if_changed(
+    context: &Context,
+    namespace: &str,
+    child: &Value,
+) -> Result<(), ReconcileError> {
+    let mut child = child.clone();
+    let hash = {
+        let digest = Sha256::digest(child.to_string().as_bytes());
+        digest
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    child["metadata"]["annotations"][APPLIED_HASH_ANNOTATION] = Value::from(hash.clone());
+    let name = child["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let api = api_for(&context.client, namespace, &child);
+    if let Some(live) = api.get_opt(&name).await? {
+        if live.annotations().get(APPLIED_HASH_ANNOTATION) == Some(&hash) {
+            return Ok(());
+        }
+    }
+    let kind = child["kind"].as_str().unwrap_or_default().to_owned();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&child),
+    )
+    .await?;
+    context
+        .metrics
+        .applies
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    info!(%namespace, %name, %kind, "applied");
+    Ok(())
+}
+
+/// Deployments of identities that no longer exist (replicas lowered).
+async fn delete_orphans(
+    sc: &SocketConnector,
+    plan: &Plan,
+    context: &Context,
+) -> Result<(), ReconcileError> {
+    let namespace = sc.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let wanted: BTreeSet<String> = plan
+        .identities
+        .iter()
+        .map(|identity| build::deployment_name(sc, identity))
+        .collect();
+    let listed = deployments
+        .list(&ListParams::default().labels(&build::label_selector(sc)))
+        .await?;
+    for deployment in listed {
+        let name = deployment.name_any();
+        if !wanted.contains(&name) {
+            deployments.delete(&name, &DeleteParams::default()).await?;
+            info!(%namespace, %name, "deleted orphaned Deployment");
+        }
+    }
+    Ok(())
+}
+
+/// Ready pods across the Deployments, and whether every Deployment runs the current template.
+async fn deployment_readiness(
+    sc: &SocketConnector,
+    plan: &Plan,
+    context: &Context,
+) -> Result<(i32, bool), ReconcileError> {
+    let namespace = sc.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let mut ready = 0;
+    let mut updated = true;
+    for identity in &plan.identities {
+        let Some(deployment) = deployments
+            .get_opt(&build::deployment_name(sc, identity))
+            .await?
+        else {
+            updated = false;
+            continue;
+        };
+        let generation = deployment.metadata.generation;
+        let status = deployment.status.unwrap_or_default();
+        ready += status.ready_replicas.unwrap_or(0);
+        let observed =
+            status.observed_generation.is_some() && status.observed_generation >= generation;
+        let rolled = status.updated_replicas.unwrap_or(0) >= 1 || plan.paused;
+        updated &= observed && rolled;
+    }
+    Ok((ready, updated))
+}
+
+/// Writes the status when it differs from the live one; publishes an Event on transitions.
+/// Returns whether the connector is Ready.
+async fn write_status(
+    sc: &SocketConnector,
+    context: &Context,
+    observation: &Observation,
+    plan: Option<&Plan>,
+    ready_replicas: Option<i32>,
+) -> Result<bool, ReconcileError> {
+    let generation = sc.meta().generation;
+    let old = sc.status.clone().unwrap_or_default();
+    let mut conditions = status::conditions(observation, generation);
+    status::carry_transition_times(&mut conditions, &old.conditions);
+    let new = SocketConnectorStatus {
+        observed_generation: generation,
+        conditions,
+        ready_replicas: ready_replicas.or(old.ready_replicas),
+        config_hash: plan
+            .map(|p| p.config_hash.clone())
+            .or(old.config_hash.clone()),
+        endpoint: plan
+            .map(|p| build::endpoint(sc, p))
+            .or(old.endpoint.clone()),
+        devices: plan.map(|p| p.devices as i32).or(old.devices),
+    };
+    let ready = status::is_ready(Some(&new));
+    if new == old {
+        return Ok(ready);
+    }
+    let namespace = sc.namespace().unwrap_or_default();
+    let api: Api<SocketConnector> = Api::namespaced(context.client.clone(), &namespace);
+    let body = json!({
+        "apiVersion": SocketConnector::api_version(&()),
+        "kind": SocketConnector::kind(&()),
+        "status": new,
+    });
+    api.patch_status(
+        &sc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    context.metrics.status_writes.inc();
+    publish_transition_event(sc, context, observation, &old, &new).await;
+    Ok(ready)
+}
+
+async fn publish_transition_event(
+    sc: &SocketConnector,
+    context: &Context,
+    observation: &Observation,
+    old: &SocketConnectorStatus,
+    new: &SocketConnectorStatus,
+) {
+    let ready_reason = |s: &SocketConnectorStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let mut events = Vec::new();
+    if ready_reason(old) != ready_reason(new) {
+        let (type_, reason, note) = match observation {
+            Observation::Invalid { reason, message } => {
+                (EventType::Warning, (*reason).to_owned(), message.clone())
+            }
+            Observation::SecretMissing { message } => (
+                EventType::Warning,
+                "SecretMissing".to_owned(),
+                message.clone(),
+            ),
+            Observation::Applied { .. } if status::is_ready(Some(new)) => (
+                EventType::Normal,
+                "Ready".to_owned(),
+                "all connector pods are ready".to_owned(),
+            ),
+            Observation::Applied { paused: true, .. } => (
+                EventType::Normal,
+                "Paused".to_owned(),
+                "connector paused".to_owned(),
+            ),
+            Observation::Applied { ready, desired, .. } => (
+                EventType::Normal,
+                "RollingOut".to_owned(),
+                format!("{ready}/{desired} connector pods ready"),
+            ),
+        };
+        events.push(Event {
+            type_,
+            reason,
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        });
+    }
+    if old.config_hash.is_some() && new.config_hash != old.config_hash {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "ConfigChanged".to_owned(),
+            note: Some(format!(
+                "configuration {} rolled out",
+                new.config_hash.clone().unwrap_or_default()
+            )),
+            action: "Apply".to_owned(),
+            secondary: None,
+        });
+    }
+    for event in events {
+        if let Err(error) = context.recorder.publish(&event, &sc.object_ref(&())).await {
+            warn!(%error, "event not published");
+        }
+    }
+}

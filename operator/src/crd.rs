@@ -1,0 +1,207 @@
+//! The `SocketConnector` custom resource. `spec.connector` is the connector's own configuration
+//! type: the very JSON of a ThingsBoard `socket.json`, one schema for both.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use socket_connector::config::ConnectorConfig;
+
+pub const GROUP: &str = "tbsc.io";
+pub const VERSION: &str = "v1alpha1";
+
+/// A ThingsBoard socket connector: devices send raw TCP or UDP to it and it publishes their data to
+/// ThingsBoard over the MQTT gateway API.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "tbsc.io",
+    version = "v1alpha1",
+    kind = "SocketConnector",
+    namespaced,
+    status = "SocketConnectorStatus",
+    shortname = "sockconn",
+    category = "thingsboard",
+    doc = "A ThingsBoard socket connector: raw TCP/UDP device data into ThingsBoard's MQTT gateway API.",
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.connector.socket.type"}"#,
+    printcolumn = r#"{"name": "Port", "type": "integer", "jsonPath": ".spec.connector.socket.port"}"#,
+    printcolumn = r#"{"name": "Devices", "type": "integer", "jsonPath": ".status.devices"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.replicas) || self.replicas <= 1 || (has(self.thingsboard.additionalAccessTokens) && size(self.thingsboard.additionalAccessTokens) >= self.replicas - 1)",
+        "message": "replicas > 1 needs one access token per replica (thingsboard.accessToken plus thingsboard.additionalAccessTokens): ThingsBoard drops the older session when two connectors share a token"
+    }
+]))]
+pub struct SocketConnectorSpec {
+    /// The connector configuration: the same JSON as a ThingsBoard gateway `socket.json`
+    /// (current format). `socket.address` is replaced by `0.0.0.0` (or `::` for an IPv6
+    /// address) so that the Service can reach the pod.
+    pub connector: ConnectorConfig,
+    /// Where ThingsBoard is and the gateway credentials.
+    pub thingsboard: ThingsBoardSpec,
+    /// Container image of the connector; default: the operator's `--connector-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Image pull policy: Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub image_pull_policy: Option<String>,
+    /// Connector pods, each with its own ThingsBoard gateway identity (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16))]
+    pub replicas: Option<i32>,
+    /// CPU and memory of the connector container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// The Service in front of the connector pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// Port of the connector's /metrics, /healthz and /readyz (default 9100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub metrics_port: Option<i32>,
+    /// Stop the connector (no pods) while keeping its configuration and Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+/// The ThingsBoard MQTT endpoint and the gateway device credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingsBoardSpec {
+    /// ThingsBoard MQTT host.
+    pub host: String,
+    /// ThingsBoard MQTT port (default 1883).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// MQTT QoS of data publishes: 0 or 1 (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub qos: Option<i32>,
+    /// Secret key holding the access token of the gateway device (replica 0). Never inline.
+    pub access_token: SecretKeyRef,
+    /// Access tokens of replicas 1, 2, ...: one distinct gateway device per replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_access_tokens: Vec<SecretKeyRef>,
+    /// Gateway-wide report strategy, as in `tb_gateway.json` (`{"type": "ON_CHANGE"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_strategy: Option<socket_connector::config::ReportStrategyConfig>,
+}
+
+/// A key of a Secret in the connector's namespace.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key in the Secret (default `accessToken`).
+    #[serde(default = "default_token_key")]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "accessToken".to_owned()
+}
+
+/// The connector's Service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// ClusterIP (default), NodePort or LoadBalancer.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["ClusterIP", "NodePort", "LoadBalancer"]))]
+    pub type_: Option<String>,
+    /// Annotations of the Service (load-balancer settings and the like).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Fixed node port for the device port (NodePort/LoadBalancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+/// What the operator observed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SocketConnectorStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Progressing, Degraded and ConfigValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Connector pods that are ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Hash of the rendered configuration; pods carry it as an annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Where devices connect: `<service>.<namespace>.svc:<port>/<TCP|UDP>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Devices configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<i32>,
+}
+
+/// CEL rules for the embedded connector configuration, whose type lives in the connector crate.
+fn connector_rules() -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "socket",
+            json!([{
+                "rule": "!has(self.port) || (self.port >= 1 && self.port <= 65535)",
+                "message": "socket.port must be 1-65535: port 0 picks a random port, which a Service cannot route to"
+            }]),
+        ),
+        (
+            "device",
+            json!([{
+                "rule": "has(self.address) || has(self.addressFilter)",
+                "message": "every device needs an address filter: \"address\" (or \"addressFilter\"), e.g. \"*:*\""
+            }, {
+                "rule": "size(self.deviceName) > 0",
+                "message": "deviceName must not be empty"
+            }]),
+        ),
+    ]
+}
+
+/// The CRD, with the CEL rules for the embedded connector types added.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = SocketConnector::crd();
+    let mut value = serde_json::to_value(&crd).expect("CRD serializes");
+    let connector = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        ["spec"]["properties"]["connector"];
+    for (target, rules) in connector_rules() {
+        let schema = match target {
+            "socket" => &mut connector["properties"]["socket"],
+            _ => &mut connector["properties"]["devices"]["items"],
+        };
+        if let Some(object) = schema.as_object_mut() {
+            object.insert("x-kubernetes-validations".to_owned(), rules);
+        }
+    }
+    if let Ok(with_rules) = serde_json::from_value(value) {
+        crd = with_rules;
+    }
+    crd
+}
+
+/// The CRD as YAML, what `socket-connector-operator crd` prints and `crds/` holds.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&crd()).expect("CRD serializes to YAML")
+}

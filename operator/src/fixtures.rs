@@ -1,0 +1,60 @@
+//! Example specs shared by unit tests, golden files and the end-to-end tests.
+
+use serde_json::json;
+
+use crate::crd::SocketConnectorSpec;
+
+/// A TCP connector with one string device, as a user would copy it from ThingsBoard.
+pub fn tcp_spec() -> SocketConnectorSpec {
+    serde_json::from_value(json!({
+        "connector": {
+            "name": "TCP Connector",
+            "logLevel": "INFO",
+            "socket": {"type": "TCP", "address": "127.0.0.1", "port": 50000, "bufferSize": 1024},
+            "devices": [{
+                "address": "*:*",
+                "deviceName": "Device Example",
+                "deviceType": "default",
+                "telemetry": [{"key": "temp", "byteFrom": 0, "byteTo": -1}],
+                "attributes": [{"key": "name", "byteFrom": 0, "byteTo": -1}]
+            }]
+        },
+        "thingsboard": {"host": "thingsboard.thingsboard.svc", "accessToken": {"name": "gateway-token"}}
+    }))
+    .expect("fixture spec")
+}
+
+/// A UDP connector with two replicas (two gateway identities), a NodePort Service and limits.
+pub fn udp_replicated_spec() -> SocketConnectorSpec {
+    serde_json::from_value(json!({
+        "connector": {
+            "name": "UDP Meters",
+            "socket": {"type": "UDP", "address": "0.0.0.0", "port": 5005},
+            "devices": [
+                {"address": "10.0.0.*:*", "deviceName": "Meter A", "encoding": "hex",
+                 "telemetry": [{"key": "raw"}]},
+                {"address": "10.0.1.*:*", "deviceName": "Meter B", "telemetry": [{"key": "raw"}]}
+            ]
+        },
+        "thingsboard": {
+            "host": "tb.example.com", "port": 1884, "qos": 0,
+            "accessToken": {"name": "meters", "key": "gateway-a"},
+            "additionalAccessTokens": [{"name": "meters", "key": "gateway-b"}],
+            "reportStrategy": {"type": "ON_CHANGE"}
+        },
+        "replicas": 2,
+        "image": "registry.example.com/socket-connector:1.2.3",
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "service": {"type": "NodePort", "nodePort": 30505, "annotations": {"example.com/team": "meters"}},
+        "metricsPort": 9200
+    }))
+    .expect("fixture spec")
+}
+
+/// A paused connector: configuration and Service stay, no pods run.
+pub fn paused_spec() -> SocketConnectorSpec {
+    let mut spec = tcp_spec();
+    spec.paused = Some(true);
+    spec
+}

@@ -1,0 +1,148 @@
+//! `socket-connector-operator`: `run` reconciles SocketConnectors; `crd` prints the CRD.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use socket_connector_operator::build::{Defaults, FIELD_MANAGER};
+use socket_connector_operator::controller::{self, Context};
+use socket_connector_operator::crd;
+use socket_connector_operator::metrics::OperatorMetrics;
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(name = "socket-connector-operator", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reconcile SocketConnector resources.
+    Run(RunArgs),
+    /// Print the SocketConnector CRD as YAML.
+    Crd,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Connector image for resources that do not set spec.image.
+    #[arg(long, env = "CONNECTOR_IMAGE")]
+    connector_image: Option<String>,
+    /// Take a Lease before reconciling, so that several operator replicas are safe.
+    #[arg(long, env = "LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (default: POD_NAME or the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format: human or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "human")]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let builder = tracing_subscriber::fmt().with_env_filter(
+        std::env::var("RUST_LOG")
+            .unwrap_or_else(|_| "warn,socket_connector_operator=info".to_owned()),
+    );
+    let _ = if args.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(OperatorMetrics::new());
+    let listener = socket_connector::http::bind(args.metrics_address).await?;
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(socket_connector::http::serve(
+        listener,
+        metrics.clone(),
+        stop_rx,
+    ));
+
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("{FIELD_MANAGER}-{}", std::process::id()));
+    let mut defaults = Defaults::default();
+    if let Some(image) = args.connector_image {
+        defaults.image = image;
+    }
+    let context = Arc::new(Context::new(
+        client.clone(),
+        defaults,
+        metrics.clone(),
+        identity.clone(),
+    ));
+
+    if !args.leader_election {
+        metrics.started.store(true, Ordering::Relaxed);
+        controller::run(context, args.namespace).await;
+        return Ok(());
+    }
+    let manager = LeaseManagerBuilder::new(client, FIELD_MANAGER)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leader, lease_task) = manager.watch().await;
+    metrics.started.store(true, Ordering::Relaxed);
+    info!(%identity, "waiting for the leader lease");
+    while !*leader.borrow_and_update() {
+        leader.changed().await?;
+    }
+    info!(%identity, "leading");
+    tokio::select! {
+        _ = controller::run(context, args.namespace) => {}
+        _ = async { while leader.changed().await.is_ok() && *leader.borrow() {} } => {
+            anyhow::bail!("lost the leader lease; exiting so that another replica leads");
+        }
+    }
+    drop(leader);
+    let _ = lease_task.await;
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Status conditions (metav1.Condition shape), computed without IO from what reconcile observed.
+//! A condition's `lastTransitionTime` changes only when its status flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::crd::SocketConnectorStatus;
+
+/// What reconcile learned this round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// The spec cannot be rolled out (config or identities); nothing was applied.
+    Invalid {
+        reason: &'static str,
+        message: String,
+    },
+    /// A referenced Secret (or key) is missing; nothing was applied.
+    SecretMissing { message: String },
+    /// Children applied; `ready`/`desired` pods of the current config hash.
+    Applied {
+        desired: i32,
+        ready: i32,
+        updated: bool,
+        paused: bool,
+    },
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// The four conditions for an observation.
+pub fn conditions(observation: &Observation, generation: Option<i64>) -> Vec<Condition> {
+    let c = |t: &str, ok: bool, reason: &str, message: String| {
+        condition(t, ok, reason, message, generation)
+    };
+    match observation {
+        Observation::Invalid { reason, message } => vec![
+            c("Ready", false, reason, message.clone()),
+            c(
+                "Progressing",
+                false,
+                reason,
+                "nothing is rolled out until the spec is fixed".to_owned(),
+            ),
+            c("Degraded", true, reason, message.clone()),
+            c("ConfigValid", false, reason, message.clone()),
+        ],
+        Observation::SecretMissing { message } => vec![
+            c("Ready", false, "SecretMissing", message.clone()),
+            c(
+                "Progressing",
+                false,
+                "SecretMissing",
+                "waiting for the Secret".to_owned(),
+            ),
+            c("Degraded", true, "SecretMissing", message.clone()),
+            c(
+                "ConfigValid",
+                true,
+                "Valid",
+                "the connector configuration is valid".to_owned(),
+            ),
+        ],
+        Observation::Applied {
+            desired,
+            ready,
+            updated,
+            paused,
+        } => {
+            let valid = c(
+                "ConfigValid",
+                true,
+                "Valid",
+                "the connector configuration is valid".to_owned(),
+            );
+            if *paused {
+                return vec![
+                    c(
+                        "Ready",
+                        false,
+                        "Paused",
+                        "spec.paused is true: no connector pods run".to_owned(),
+                    ),
+                    c("Progressing", false, "Paused", "paused".to_owned()),
+                    c("Degraded", false, "Paused", "paused on purpose".to_owned()),
+                    valid,
+                ];
+            }
+            let done = *updated && ready >= desired;
+            let pods = format!("{ready}/{desired} connector pods ready");
+            vec![
+                c(
+                    "Ready",
+                    done,
+                    if done { "Available" } else { "RollingOut" },
+                    pods.clone(),
+                ),
+                c(
+                    "Progressing",
+                    !done,
+                    if done {
+                        "RolloutComplete"
+                    } else {
+                        "RollingOut"
+                    },
+                    pods.clone(),
+                ),
+                c("Degraded", false, "AsExpected", pods),
+                valid,
+            ]
+        }
+    }
+}
+
+/// Keeps each condition's transition time when its status did not change, so an unchanged status
+/// compares equal and is not written again.
+pub fn carry_transition_times(new: &mut [Condition], old: &[Condition]) {
+    for condition in new.iter_mut() {
+        if let Some(previous) = old.iter().find(|o| o.type_ == condition.type_) {
+            if previous.status == condition.status {
+                condition.last_transition_time = previous.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+pub fn is_ready(status: Option<&SocketConnectorStatus>) -> bool {
+    status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn invalid_config_is_not_rolled_out() {
+        let observation = Observation::Invalid {
+            reason: "InvalidConfig",
+            message: "spec.connector.devices[0].deviceName: must not be empty".into(),
+        };
+        let conditions = conditions(&observation, Some(3));
+        let valid = find(&conditions, "ConfigValid");
+        assert_eq!(
+            (valid.status.as_str(), valid.reason.as_str()),
+            ("False", "InvalidConfig")
+        );
+        assert!(valid.message.contains("devices[0].deviceName"));
+        assert_eq!(valid.observed_generation, Some(3));
+        assert_eq!(find(&conditions, "Ready").status, "False");
+    }
+
+    #[test]
+    fn ready_once_every_pod_of_the_current_config_is_ready() {
+        let rolling = conditions(
+            &Observation::Applied {
+                desired: 2,
+                ready: 1,
+                updated: true,
+                paused: false,
+            },
+            Some(1),
+        );
+        assert_eq!(find(&rolling, "Ready").status, "False");
+        assert_eq!(find(&rolling, "Progressing").status, "True");
+        let stale = conditions(
+            &Observation::Applied {
+                desired: 1,
+                ready: 1,
+                updated: false,
+                paused: false,
+            },
+            Some(1),
+        );
+        assert_eq!(find(&stale, "Ready").status, "False");
+        let done = conditions(
+            &Observation::Applied {
+                desired: 2,
+                ready: 2,
+                updated: true,
+                paused: false,
+            },
+            Some(1),
+        );
+        assert_eq!(find(&done, "Ready").status, "True");
+        assert_eq!(find(&done, "Ready").reason, "Available");
+    }
+
+    #[test]
+    fn transition_times_survive_unchanged_statuses() {
+        let observation = Observation::Applied {
+            desired: 1,
+            ready: 1,
+            updated: true,
+            paused: false,
+        };
+        let mut old = conditions(&observation, Some(1));
+        for condition in &mut old {
+            condition.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+        let mut new = conditions(&observation, Some(1));
+        carry_transition_times(&mut new, &old);
+        assert_eq!(new, old);
+        let mut flipped = conditions(
+            &Observation::Applied {
+                desired: 1,
+                ready: 0,
+                updated: true,
+                paused: false,
+            },
+            Some(1),
+        );
+        carry_transition_times(&mut flipped, &old);
+        assert_ne!(
+            find(&flipped, "Ready").last_transition_time,
+            find(&old, "Ready").last_transition_time
+        );
+        assert_eq!(
+            find(&flipped, "ConfigValid").last_transition_time,
+            find(&old, "ConfigValid").last_transition_time
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! Validation of a `SocketConnector` spec, pure: the connector's own config loader checks the
+//! embedded configuration, and the operator checks what only Kubernetes needs (distinct gateway
+//! identities). The result is the plan the builders render.
+
+use std::collections::BTreeSet;
+
+use sha2::{Digest, Sha256};
+use socket_connector::config::{self, ConnectorConfig, SocketKind};
+
+use crate::crd::{SecretKeyRef, SocketConnectorSpec};
+
+pub const DEFAULT_METRICS_PORT: i32 = 9100;
+pub const DEFAULT_TB_PORT: i32 = 1883;
+
+/// Why a spec cannot be rolled out; the variant name is the condition reason and metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The connector configuration fails the connector's own checks.
+    #[error("spec.connector.{0}")]
+    InvalidConfig(String),
+    /// Two replicas would share one access token.
+    #[error("replicas {first} and {second} use the same access token (Secret {secret}, key {key}); ThingsBoard would drop one session whenever the other connects")]
+    DuplicateAccessToken {
+        first: usize,
+        second: usize,
+        secret: String,
+        key: String,
+    },
+    /// More replicas than access tokens (the CRD's CEL rule normally stops this first).
+    #[error("replicas is {replicas} but only {tokens} access token(s) are given; add thingsboard.additionalAccessTokens")]
+    NotEnoughAccessTokens { replicas: usize, tokens: usize },
+}
+
+impl SpecError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig(_) => "InvalidConfig",
+            Self::DuplicateAccessToken { .. } => "DuplicateAccessToken",
+            Self::NotEnoughAccessTokens { .. } => "NotEnoughAccessTokens",
+        }
+    }
+}
+
+/// One connector pod: its gateway identity in ThingsBoard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub index: usize,
+    pub token: SecretKeyRef,
+    pub client_id: String,
+}
+
+/// What the builders need, derived once from a valid spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The `socket.json` the pods read.
+    pub config_json: String,
+    /// `sha256:<hex>` of `config_json` and everything else that must roll the pods.
+    pub config_hash: String,
+    pub identities: Vec<Identity>,
+    pub port: u16,
+    pub protocol: &'static str,
+    pub metrics_port: i32,
+    pub devices: usize,
+    pub paused: bool,
+    /// The config loader's warnings (unknown keys and the like).
+    pub warnings: Vec<String>,
+}
+
+/// Checks a spec and derives the plan. `name`/`namespace` make the MQTT client ids unique.
+pub fn validate(
+    spec: &SocketConnectorSpec,
+    namespace: &str,
+    name: &str,
+) -> Result<Plan, SpecError> {
+    let config = pod_config(&spec.connector);
+    let value = serde_json::to_value(&config)
+        .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
+    let loaded = config::load_value(value).map_err(|e| SpecError::InvalidConfig(e.to_string()))?;
+
+    let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
+    let tokens: Vec<&SecretKeyRef> = std::iter::once(&spec.thingsboard.access_token)
+        .chain(&spec.thingsboard.additional_access_tokens)
+        .collect();
+    if replicas > tokens.len() {
+        return Err(SpecError::NotEnoughAccessTokens {
+            replicas,
+            tokens: tokens.len(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for (index, token) in tokens.iter().enumerate().take(replicas.max(1)) {
+        if !seen.insert(*token) {
+            let first = tokens.iter().position(|t| t == token).unwrap_or_default();
+            return Err(SpecError::DuplicateAccessToken {
+                first,
+                second: index,
+                secret: token.name.clone(),
+                key: token.key.clone(),
+            });
+        }
+    }
+    let identities = (0..replicas.max(1))
+        .map(|index| Identity {
+            index,
+            token: tokens[index].clone(),
+            client_id: format!("{namespace}.{name}-{index}"),
+        })
+        .collect();
+
+    let config_json = serde_json::to_string_pretty(&loaded.config)
+        .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
+    let thingsboard = serde_json::to_string(&spec.thingsboard).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(config_json.as_bytes());
+    hasher.update(thingsboard.as_bytes());
+    let digest = hasher.finalize();
+    let config_hash = format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    Ok(Plan {
+        config_json,
+        config_hash,
+        identities,
+        port: loaded.config.socket.port,
+        protocol: match loaded.config.socket.kind {
+            SocketKind::Tcp => "TCP",
+            SocketKind::Udp => "UDP",
+        },
+        metrics_port: spec.metrics_port.unwrap_or(DEFAULT_METRICS_PORT),
+        devices: loaded.config.devices.len(),
+        paused: spec.paused.unwrap_or(false) || replicas == 0,
+        warnings: loaded.warnings,
+    })
+}
+
+/// The configuration as a pod runs it: it must listen on every interface, or the Service cannot
+/// reach it (a `127.0.0.1` copied from a ThingsBoard `socket.json` is the classic trap).
+fn pod_config(config: &ConnectorConfig) -> ConnectorConfig {
+    let mut config = config.clone();
+    let ipv6 = config
+        .socket
+        .address
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_ipv6());
+    config.socket.address = if ipv6 { "::" } else { "0.0.0.0" }.to_owned();
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn valid_spec_gives_a_plan() {
+        let spec = fixtures::tcp_spec();
+        let plan = validate(&spec, "plant", "line-1").unwrap();
+        assert_eq!(plan.port, 50000);
+        assert_eq!(plan.protocol, "TCP");
+        assert_eq!(plan.devices, 1);
+        assert!(plan.config_json.contains("\"address\": \"0.0.0.0\""));
+        assert_eq!(plan.identities[0].client_id, "plant.line-1-0");
+        assert!(plan.config_hash.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn config_errors_carry_the_json_path() {
+        let mut spec = fixtures::tcp_spec();
+        spec.connector.devices[0].address = None;
+        let error = validate(&spec, "ns", "n").unwrap_err();
+        assert_eq!(error.reason(), "InvalidConfig");
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.connector.devices[0].address: missing"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn replicas_need_distinct_tokens() {
+        let mut spec = fixtures::tcp_spec();
+        spec.replicas = Some(2);
+        assert_eq!(
+            validate(&spec, "ns", "n").unwrap_err().reason(),
+            "NotEnoughAccessTokens"
+        );
+        spec.thingsboard.additional_access_tokens = vec![spec.thingsboard.access_token.clone()];
+        assert_eq!(
+            validate(&spec, "ns", "n").unwrap_err().reason(),
+            "DuplicateAccessToken"
+        );
+        spec.thingsboard.additional_access_tokens[0].key = "other".into();
+        let plan = validate(&spec, "ns", "n").unwrap();
+        assert_eq!(plan.identities.len(), 2);
+        assert_ne!(plan.identities[0].client_id, plan.identities[1].client_id);
+    }
+
+    #[test]
+    fn hash_follows_the_config() {
+        let spec = fixtures::tcp_spec();
+        let mut changed = spec.clone();
+        changed.connector.devices[0].device_name = "Other".into();
+        let (a, b) = (
+            validate(&spec, "n", "n").unwrap(),
+            validate(&changed, "n", "n").unwrap(),
+        );
+        assert_ne!(a.config_hash, b.config_hash);
+        assert_eq!(
+            a.config_hash,
+            validate(&spec, "n", "n").unwrap().config_hash
+        );
+    }
+}

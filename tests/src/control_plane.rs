@@ -1,0 +1,323 @@
+//! A real Kubernetes control plane for tests: etcd and kube-apiserver built from Go modules by
+//! `tests/k8s/build-binaries.sh` (cached by version under /var/cache/tbsc), started on loopback
+//! ports with TLS, client-certificate authentication and RBAC, as envtest does. Tests fail, never
+//! skip, when the binaries cannot be built.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use tempfile::TempDir;
+
+/// The directory with `etcd`, `kube-apiserver` and `helm`: `SC_K8S_BIN`, or what
+/// `build-binaries.sh` prints (it builds them once, then answers from its cache).
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SC_K8S_BIN") {
+            return dir.into();
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/build-binaries.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/k8s/build-binaries.sh");
+        assert!(
+            output.status.success(),
+            "building the Kubernetes test binaries failed"
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        PathBuf::from(stdout.lines().last().expect("bin dir").trim())
+    })
+    .clone()
+}
+
+pub struct ControlPlane {
+    dir: TempDir,
+    etcd: Child,
+    apiserver: Child,
+    pub port: u16,
+    ca_pem: String,
+    admin_cert: String,
+    admin_key: String,
+}
+
+struct Pki {
+    ca: String,
+    serving_cert: String,
+    serving_key: String,
+    admin_cert: String,
+    admin_key: String,
+    sa_key: String,
+    sa_public: String,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "socket-connector-test-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let serving_key = KeyPair::generate().expect("key");
+    let mut serving = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "kubernetes.default.svc".to_owned(),
+    ])
+    .expect("params");
+    serving
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    serving
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = serving
+        .signed_by(&serving_key, &issuer)
+        .expect("serving cert");
+
+    let admin_key = KeyPair::generate().expect("key");
+    let mut admin = CertificateParams::new(Vec::<String>::new()).expect("params");
+    admin
+        .distinguished_name
+        .push(DnType::CommonName, "socket-connector-test-admin");
+    admin
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let admin_cert = admin.signed_by(&admin_key, &issuer).expect("admin cert");
+
+    let sa = KeyPair::generate().expect("key");
+    Pki {
+        ca: ca_cert.pem(),
+        serving_cert: serving_cert.pem(),
+        serving_key: serving_key.serialize_pem(),
+        admin_cert: admin_cert.pem(),
+        admin_key: admin_key.serialize_pem(),
+        sa_key: sa.serialize_pem(),
+        sa_public: sa.public_key_pem(),
+    }
+}
+
+fn spawn(binary: &str, args: &[String], log: &str) -> Child {
+    let path = bin_dir().join(binary);
+    let mut child = Command::new(&path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
+    let stderr = child.stderr.take().expect("stderr");
+    let log = log.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("SC_K8S_LOGS").is_some() {
+                eprintln!("[{log}] {line}");
+            }
+        }
+    });
+    child
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver and waits until the apiserver is ready.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = pki();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write pki");
+            path.display().to_string()
+        };
+        let ca = write("ca.crt", &pki.ca);
+        let serving_cert = write("apiserver.crt", &pki.serving_cert);
+        let serving_key = write("apiserver.key", &pki.serving_key);
+        let sa_key = write("sa.key", &pki.sa_key);
+        let sa_public = write("sa.pub", &pki.sa_public);
+
+        let etcd_port = crate::free_port();
+        let peer_port = crate::free_port();
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let etcd = spawn(
+            "etcd",
+            &[
+                "--name=test".to_owned(),
+                format!("--data-dir={}", dir.path().join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster=test=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync=true".to_owned(),
+                "--log-level=error".to_owned(),
+            ],
+            "etcd",
+        );
+        let port = crate::free_port();
+        let apiserver = spawn(
+            "kube-apiserver",
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--tls-cert-file={serving_cert}"),
+                format!("--tls-private-key-file={serving_key}"),
+                format!("--client-ca-file={ca}"),
+                "--authorization-mode=RBAC".to_owned(),
+                "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+                format!("--service-account-issuer=https://127.0.0.1:{port}"),
+                format!("--service-account-key-file={sa_public}"),
+                format!("--service-account-signing-key-file={sa_key}"),
+                "--disable-admission-plugins=ServiceAccount".to_owned(),
+                "--allow-privileged=true".to_owned(),
+                "--profiling=false".to_owned(),
+                format!("--cert-dir={}", dir.path().join("certs").display()),
+            ],
+            "kube-apiserver",
+        );
+        let plane = Self {
+            dir,
+            etcd,
+            apiserver,
+            port,
+            ca_pem: pki.ca,
+            admin_cert: pki.admin_cert,
+            admin_key: pki.admin_key,
+        };
+        plane.wait_ready();
+        plane
+    }
+
+    fn wait_ready(&self) {
+        let cert = self.dir.path().join("admin.crt");
+        let key = self.dir.path().join("admin.key");
+        std::fs::write(&cert, &self.admin_cert).expect("write admin cert");
+        std::fs::write(&key, &self.admin_key).expect("write admin key");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let ready = Command::new("curl")
+                .args(["-sf", "--cacert"])
+                .arg(self.dir.path().join("ca.crt"))
+                .arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .arg(format!("https://127.0.0.1:{}/readyz", self.port))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready within 90 s (SC_K8S_LOGS=1 shows its logs)"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A kubeconfig for the admin (system:masters) user.
+    pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_with_user(
+            "admin",
+            &format!(
+                "    client-certificate-data: {}\n    client-key-data: {}\n",
+                base64(self.admin_cert.as_bytes()),
+                base64(self.admin_key.as_bytes())
+            ),
+        )
+    }
+
+    /// A kubeconfig for a bearer token (a ServiceAccount's, from TokenRequest).
+    pub fn kubeconfig_for_token(&self, token: &str) -> String {
+        self.kubeconfig_with_user("token", &format!("    token: {token}\n"))
+    }
+
+    fn kubeconfig_with_user(&self, user: &str, credentials: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: {user}\n  user:\n{credentials}contexts:\n- name: test\n  context:\n    cluster: test\n    user: {user}\n    namespace: default\ncurrent-context: test\n",
+            self.port,
+            base64(self.ca_pem.as_bytes()),
+        )
+    }
+
+    /// Writes a kubeconfig file for child processes (kubectl, helm, the operator binary).
+    pub fn kubeconfig_file(&self, yaml: &str, name: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).expect("write kubeconfig");
+        path
+    }
+
+    pub async fn client(&self) -> Client {
+        Self::client_from(&self.kubeconfig_yaml()).await
+    }
+
+    pub async fn client_from(kubeconfig: &str) -> Client {
+        let kubeconfig = Kubeconfig::from_yaml(kubeconfig).expect("kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
+        Client::try_from(config).expect("client")
+    }
+
+    /// The apiserver's own `/metrics` (for counting writes).
+    pub async fn metrics(&self, client: &Client) -> String {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("request");
+        client
+            .request_text(request)
+            .await
+            .expect("apiserver metrics")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Sum of `apiserver_request_total` samples for write verbs on `resource`.
+pub fn write_requests(metrics: &str, resource: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+        .filter(|line| line.contains(&format!("resource=\"{resource}\"")))
+        .filter(|line| {
+            ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
+                .iter()
+                .any(|verb| line.contains(&format!("verb=\"{verb}\"")))
+        })
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,546 @@
+//! The operator against a real kube-apiserver + etcd (no kubelet: a small test controller marks
+//! Deployments available, as Strimzi's MockKube does). One control plane serves every scenario,
+//! each in its own namespace.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e_tests::control_plane::{write_requests, ControlPlane};
+use e2e_tests::peer::telemetry_entries;
+use e2e_tests::{free_port, Mosquitto, ThingsBoardPeer};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{wait::await_condition, wait::conditions, watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use socket_connector_operator::build::{Defaults, CONFIG_HASH_ANNOTATION};
+use socket_connector_operator::controller::{self, Context};
+use socket_connector_operator::crd::SocketConnector;
+use socket_connector_operator::metrics::OperatorMetrics;
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = socket_connector_operator::crd::crd();
+    crds.patch(
+        "socketconnectors.tbsc.io",
+        &PatchParams::apply("e2e-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    tokio::time::timeout(
+        WAIT,
+        await_condition(
+            crds,
+            "socketconnectors.tbsc.io",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .expect("CRD established in time")
+    .expect("watch CRD");
+}
+
+async fn namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+async fn secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let string_data: BTreeMap<&str, &str> = data.iter().copied().collect();
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data}))
+            .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}
+
+/// Marks every Deployment in `ns` available with all replicas ready (there is no kubelet).
+fn fake_deployment_controller(client: Client, ns: String) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<Deployment> = Api::namespaced(client, &ns);
+        let mut stream = watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(deployment)) = stream.next().await {
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            let generation = deployment.metadata.generation;
+            let status = deployment.status.clone().unwrap_or_default();
+            if status.observed_generation == generation && status.ready_replicas == Some(replicas) {
+                continue;
+            }
+            let patch = json!({"status": {
+                "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas, "updatedReplicas": replicas,
+                "conditions": [{"type": "Available", "status": "True", "reason": "FakeKubelet", "message": "test"}]
+            }});
+            let _ = api
+                .patch_status(
+                    &deployment.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+        }
+    })
+}
+
+struct Operator {
+    task: JoinHandle<()>,
+    metrics: Arc<OperatorMetrics>,
+}
+
+fn start_operator(client: Client, ns: &str) -> Operator {
+    let metrics = Arc::new(OperatorMetrics::new());
+    let context = Arc::new(Context::new(
+        client,
+        Defaults::default(),
+        metrics.clone(),
+        "e2e".into(),
+    ));
+    let task = tokio::spawn(controller::run(context, Some(ns.to_owned())));
+    Operator { task, metrics }
+}
+
+fn spec(tb_port: u16, device_port: u16, metrics_port: u16) -> Value {
+    json!({
+        "connector": {
+            "name": "Line 1",
+            "socket": {"type": "TCP", "address": "127.0.0.1", "port": device_port},
+            "devices": [{"address": "*:*", "deviceName": "Press 1",
+                         "telemetry": [{"key": "temp", "byteFrom": 0, "byteTo": -1}]}]
+        },
+        "thingsboard": {"host": "127.0.0.1", "port": tb_port, "accessToken": {"name": "gateway", "key": "token"}},
+        "metricsPort": metrics_port
+    })
+}
+
+async fn create(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: Value,
+) -> Result<SocketConnector, kube::Error> {
+    let api: Api<SocketConnector> = Api::namespaced(client.clone(), ns);
+    let object: SocketConnector = serde_json::from_value(json!({
+        "apiVersion": "tbsc.io/v1alpha1", "kind": "SocketConnector",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .expect("valid object");
+    api.create(&PostParams::default(), &object).await
+}
+
+/// Rejection message of creating a SocketConnector with `spec`.
+async fn rejection(client: &Client, ns: &str, spec: Value) -> String {
+    let resource = kube::core::ApiResource::erase::<SocketConnector>(&());
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let object = json!({"apiVersion": "tbsc.io/v1alpha1", "kind": "SocketConnector", "metadata": {"name": "bad"}, "spec": spec.clone()});
+    let object: kube::core::DynamicObject = serde_json::from_value(object).unwrap();
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => panic!("the API server accepted {spec}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+/// Waits until `check` holds for the SocketConnector.
+async fn wait_for(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&SocketConnector) -> bool,
+) -> SocketConnector {
+    let api: Api<SocketConnector> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(sc) = api.get(name).await {
+            if check(&sc) {
+                return sc;
+            }
+            if Instant::now() > deadline {
+                panic!("{what}: not reached; status {:#?}", sc.status);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition<'a>(
+    sc: &'a SocketConnector,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    sc.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn is(sc: &SocketConnector, type_: &str, status: &str) -> bool {
+    condition(sc, type_).is_some_and(|c| c.status == status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_on_a_real_api_server() {
+    let plane = ControlPlane::start();
+    let client = plane.client().await;
+    install_crd(&client).await;
+    let ns = "plant";
+    namespace(&client, ns).await;
+    let fake_kubelet = fake_deployment_controller(client.clone(), ns.to_owned());
+
+    // --- The API server enforces the CRD's CEL rules, with readable messages.
+    let mut two_replicas = spec(1883, 50000, 9100);
+    two_replicas["replicas"] = json!(2);
+    assert!(rejection(&client, ns, two_replicas)
+        .await
+        .contains("replicas > 1 needs one access token per replica"));
+    let mut no_filter = spec(1883, 50000, 9100);
+    no_filter["connector"]["devices"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("address");
+    assert!(rejection(&client, ns, no_filter)
+        .await
+        .contains("every device needs an address filter"));
+    let mut port_zero = spec(1883, 50000, 9100);
+    port_zero["connector"]["socket"]["port"] = json!(0);
+    assert!(rejection(&client, ns, port_zero)
+        .await
+        .contains("socket.port must be 1-65535"));
+    let mut sctp = spec(1883, 50000, 9100);
+    sctp["connector"]["socket"]["type"] = json!("SCTP");
+    assert!(rejection(&client, ns, sctp)
+        .await
+        .contains("spec.connector.socket.type"));
+
+    // --- A missing Secret is a clear condition; nothing is rolled out.
+    let broker = Mosquitto::start();
+    let (device_port, metrics_port) = (free_port(), free_port());
+    let operator = start_operator(client.clone(), ns);
+    create(
+        &client,
+        ns,
+        "line-1",
+        spec(broker.port(), device_port, metrics_port),
+    )
+    .await
+    .expect("create");
+    let waiting = wait_for(&client, ns, "line-1", "SecretMissing", |sc| {
+        condition(sc, "Ready").is_some_and(|c| c.reason == "SecretMissing")
+    })
+    .await;
+    assert!(condition(&waiting, "Ready")
+        .unwrap()
+        .message
+        .contains("Secret plant/gateway"));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    assert!(deployments.get_opt("line-1-0").await.unwrap().is_none());
+
+    // --- With the Secret: ConfigMap, Deployment and Service, owned; Ready once available.
+    secret(&client, ns, "gateway", &[("token", "gateway-token-1")]).await;
+    let ready = wait_for(&client, ns, "line-1", "Ready", |sc| is(sc, "Ready", "True")).await;
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    assert_eq!(status.ready_replicas, Some(1));
+    assert_eq!(status.devices, Some(1));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("line-1.plant.svc:{device_port}/TCP").as_str())
+    );
+    assert!(is(&ready, "ConfigValid", "True") && is(&ready, "Degraded", "False"));
+    let deployment = deployments.get("line-1-0").await.unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let config_map = config_maps.get("line-1-config").await.unwrap();
+    let service = services.get("line-1").await.unwrap();
+    for owners in [
+        &deployment.metadata.owner_references,
+        &config_map.metadata.owner_references,
+        &service.metadata.owner_references,
+    ] {
+        let owner = &owners.as_ref().expect("owner reference")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("SocketConnector", "line-1", ready.uid().unwrap().as_str())
+        );
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("line-1"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"SecretMissing".to_owned()) && reasons.contains(&"Ready".to_owned()),
+        "{reasons:?}"
+    );
+
+    // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
+    run_rendered_pod(&deployment, &config_map, &broker, device_port).await;
+
+    // --- A config change rolls the pods (new hash on the pod template).
+    let hash_before = pod_hash(&deployment);
+    let api: Api<SocketConnector> = Api::namespaced(client.clone(), ns);
+    let change = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
+        "telemetry": [{"key": "temp"}]}]}}});
+    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&change))
+        .await
+        .unwrap();
+    let changed = wait_for(&client, ns, "line-1", "new config rolled out", |sc| {
+        sc.status.as_ref().and_then(|s| s.config_hash.as_deref()) != Some(hash_before.as_str())
+            && is(sc, "Ready", "True")
+    })
+    .await;
+    let deployment = deployments.get("line-1-0").await.unwrap();
+    assert_ne!(pod_hash(&deployment), hash_before);
+    assert_eq!(
+        Some(pod_hash(&deployment)),
+        changed.status.unwrap().config_hash
+    );
+    assert!(config_maps
+        .get("line-1-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["socket.json"]
+        .contains("Press 2"));
+
+    // --- A configuration the connector's loader rejects: ConfigValid=False with the JSON path.
+    let bad = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
+        "telemetry": [{"key": "temp", "reportStrategy": {"type": "ON_REPORT_PERIOD"}}]}]}}});
+    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+        .unwrap();
+    let invalid = wait_for(&client, ns, "line-1", "ConfigValid=False", |sc| {
+        is(sc, "ConfigValid", "False")
+    })
+    .await;
+    let message = &condition(&invalid, "ConfigValid").unwrap().message;
+    assert_eq!(message, "spec.connector.devices[0].telemetry[0].reportStrategy.reportPeriod: missing: ON_REPORT_PERIOD needs a period in milliseconds");
+    assert!(config_maps
+        .get("line-1-config")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["socket.json"]
+        .contains("Press 2"));
+    assert!(
+        !config_maps
+            .get("line-1-config")
+            .await
+            .unwrap()
+            .data
+            .unwrap()["socket.json"]
+            .contains("ON_REPORT_PERIOD"),
+        "an invalid config must not be rolled out"
+    );
+    let fixed = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
+        "telemetry": [{"key": "temp"}]}]}}});
+    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .unwrap();
+    wait_for(&client, ns, "line-1", "valid again", |sc| {
+        is(sc, "Ready", "True") && is(sc, "ConfigValid", "True")
+    })
+    .await;
+
+    // --- Two identities, then one: the orphaned Deployment goes.
+    secret(&client, ns, "gateway-b", &[("token", "gateway-token-2")]).await;
+    let two = json!({"spec": {"replicas": 2, "thingsboard": {"additionalAccessTokens": [{"name": "gateway-b", "key": "token"}]}}});
+    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&two))
+        .await
+        .unwrap();
+    wait_for(&client, ns, "line-1", "two replicas ready", |sc| {
+        sc.status.as_ref().and_then(|s| s.ready_replicas) == Some(2) && is(sc, "Ready", "True")
+    })
+    .await;
+    assert!(deployments.get_opt("line-1-1").await.unwrap().is_some());
+    api.patch(
+        "line-1",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while deployments.get_opt("line-1-1").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned Deployment line-1-1 not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // --- An operator restart writes nothing when nothing changed.
+    wait_for(&client, ns, "line-1", "settled", |sc| {
+        is(sc, "Ready", "True") && sc.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    operator.task.abort();
+    let resources = [
+        "configmaps",
+        "deployments",
+        "services",
+        "socketconnectors",
+        "events",
+    ];
+    let before: Vec<f64> = {
+        let m = plane.metrics(&client).await;
+        resources.iter().map(|r| write_requests(&m, r)).collect()
+    };
+    let restarted = start_operator(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    while restarted
+        .metrics
+        .reconciliations
+        .with_label_values(&["success"])
+        .get()
+        < 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "restarted operator did not reconcile"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: Vec<f64> = {
+        let m = plane.metrics(&client).await;
+        resources.iter().map(|r| write_requests(&m, r)).collect()
+    };
+    assert_eq!(
+        after, before,
+        "writes by resource {resources:?} after an operator restart"
+    );
+    assert_eq!(
+        restarted
+            .metrics
+            .applies
+            .with_label_values(&["Deployment"])
+            .get(),
+        0
+    );
+
+    // --- Deleting the resource: its children are owned by it (no kube-controller-manager here to
+    // collect them; the owner references are what garbage collection follows).
+    api.delete("line-1", &Default::default()).await.unwrap();
+    restarted.task.abort();
+    fake_kubelet.abort();
+}
+
+fn pod_hash(deployment: &Deployment) -> String {
+    deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+/// Runs the connector binary with the rendered container's command, args and environment (the
+/// token taken from the Secret, as the kubelet would) and the ConfigMap at the mounted path.
+async fn run_rendered_pod(
+    deployment: &Deployment,
+    config_map: &ConfigMap,
+    broker: &Mosquitto,
+    device_port: u16,
+) {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["socket-connector".to_owned()][..])
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mount = container.volume_mounts.as_ref().unwrap()[0]
+        .mount_path
+        .clone();
+    let config_path = dir.path().join("socket.json");
+    std::fs::write(
+        &config_path,
+        &config_map.data.as_ref().unwrap()["socket.json"],
+    )
+    .unwrap();
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|arg| {
+            arg.replace(
+                &format!("{mount}/socket.json"),
+                &config_path.display().to_string(),
+            )
+        })
+        .collect();
+    let env = &container.env.as_ref().unwrap()[0];
+    assert_eq!(env.name, "TB_ACCESS_TOKEN");
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let mut child = std::process::Command::new(e2e_tests::connector::binary())
+        .args(&args)
+        .env("TB_ACCESS_TOKEN", "gateway-token-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the rendered container");
+    let deadline = Instant::now() + WAIT;
+    let mut device = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", device_port)) {
+            Ok(stream) => break stream,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("rendered connector never listened on {device_port}: {e}"),
+        }
+    };
+    std::io::Write::write_all(&mut device, b"21.5").unwrap();
+    let telemetry = peer.next_on("v1/gateway/telemetry").await;
+    assert_eq!(
+        telemetry_entries(&telemetry)[0],
+        (
+            "Press 1".to_owned(),
+            telemetry_entries(&telemetry)[0].1,
+            json!({"temp": "21.5"})
+        )
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
