@@ -8,6 +8,7 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod fixtures;
+pub mod leader;
 pub mod metrics;
 pub mod status;
 pub mod validate;

@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
 use socket_connector_operator::build::{Defaults, FIELD_MANAGER};
 use socket_connector_operator::controller::{self, Context};
-use socket_connector_operator::crd;
 use socket_connector_operator::metrics::OperatorMetrics;
+use socket_connector_operator::{crd, leader};
 use tracing::{error, info};
 
 #[derive(Debug, Parser)]
@@ -122,27 +121,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller::run(context, args.namespace).await;
         return Ok(());
     }
-    let manager = LeaseManagerBuilder::new(client, FIELD_MANAGER)
-        .with_namespace(&args.lease_namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await?;
-    let (mut leader, lease_task) = manager.watch().await;
+    let mut leadership = leader::join(client, &args.lease_namespace, &identity, 15, 5).await?;
     metrics.started.store(true, Ordering::Relaxed);
     info!(%identity, "waiting for the leader lease");
-    while !*leader.borrow_and_update() {
-        leader.changed().await?;
-    }
+    leadership.acquired().await;
     info!(%identity, "leading");
     tokio::select! {
         _ = controller::run(context, args.namespace) => {}
-        _ = async { while leader.changed().await.is_ok() && *leader.borrow() {} } => {
+        _ = leadership.lost() => {
             anyhow::bail!("lost the leader lease; exiting so that another replica leads");
         }
     }
-    drop(leader);
-    let _ = lease_task.await;
+    leadership.release().await;
     Ok(())
 }

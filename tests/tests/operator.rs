@@ -18,9 +18,11 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{wait::await_condition, wait::conditions, watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
+use socket_connector::http::Endpoint;
 use socket_connector_operator::build::{Defaults, CONFIG_HASH_ANNOTATION};
 use socket_connector_operator::controller::{self, Context};
 use socket_connector_operator::crd::SocketConnector;
+use socket_connector_operator::leader;
 use socket_connector_operator::metrics::OperatorMetrics;
 use tokio::task::JoinHandle;
 
@@ -451,6 +453,51 @@ async fn operator_on_a_real_api_server() {
     api.delete("line-1", &Default::default()).await.unwrap();
     restarted.task.abort();
     fake_kubelet.abort();
+
+    // --- The operator's own metrics count what it did.
+    let text = restarted.metrics.metrics();
+    let sample = |series: &str| e2e_tests::http::sample(&text, series).unwrap_or_default();
+    assert!(
+        sample("socket_connector_operator_reconciliations_total{result=\"success\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(sample("socket_connector_operator_reconcile_duration_seconds_count") >= 1.0);
+    assert!(
+        operator
+            .metrics
+            .applies
+            .with_label_values(&["Deployment"])
+            .get()
+            >= 3
+    );
+
+    // --- Leader election: one of two replicas leads; when it steps down the other takes over.
+    let mut first = leader::join(client.clone(), ns, "replica-a", 3, 1)
+        .await
+        .unwrap();
+    let mut second = leader::join(plane.client().await, ns, "replica-b", 3, 1)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        tokio::select! { _ = first.acquired() => {}, _ = second.acquired() => {} }
+    })
+    .await
+    .expect("someone leads");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        first.is_leading() ^ second.is_leading(),
+        "exactly one replica leads"
+    );
+    let (leader, mut standby) = if first.is_leading() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    leader.release().await;
+    tokio::time::timeout(WAIT, standby.acquired())
+        .await
+        .expect("the standby replica takes over");
+    standby.release().await;
 }
 
 fn pod_hash(deployment: &Deployment) -> String {
