@@ -79,6 +79,23 @@ impl Context {
     }
 }
 
+/// Runs one controller per namespace in `namespaces` (one over all namespaces when empty).
+pub async fn run_all(context: Arc<Context>, namespaces: Vec<String>) {
+    let namespaces: Vec<String> = namespaces
+        .into_iter()
+        .filter(|n| !n.trim().is_empty())
+        .collect();
+    if namespaces.is_empty() {
+        return run(context, None).await;
+    }
+    futures::future::join_all(
+        namespaces
+            .into_iter()
+            .map(|ns| run(context.clone(), Some(ns))),
+    )
+    .await;
+}
+
 /// Runs the controller over `namespace` (all namespaces when None) until the stream ends.
 pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     let client = context.client.clone();

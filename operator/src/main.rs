@@ -30,9 +30,9 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Serve /metrics, /healthz and /readyz here.
     #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: SocketAddr,
@@ -118,7 +118,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if !args.leader_election {
         metrics.started.store(true, Ordering::Relaxed);
-        controller::run(context, args.namespace).await;
+        controller::run_all(context, args.namespaces).await;
         return Ok(());
     }
     let mut leadership = leader::join(client, &args.lease_namespace, &identity, 15, 5).await?;
@@ -127,7 +127,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     leadership.acquired().await;
     info!(%identity, "leading");
     tokio::select! {
-        _ = controller::run(context, args.namespace) => {}
+        _ = controller::run_all(context, args.namespaces) => {}
         _ = leadership.lost() => {
             anyhow::bail!("lost the leader lease; exiting so that another replica leads");
         }

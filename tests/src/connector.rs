@@ -23,34 +23,31 @@ pub fn binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| {
-            if let Some(path) = std::env::var_os("SOCKET_CONNECTOR_BIN") {
-                return path.into();
-            }
-            // target/<profile>/deps/<test> → target/<profile>/socket-connector
-            let exe = std::env::current_exe().expect("current exe");
-            let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args([
-                "build",
-                "-q",
-                "-p",
-                "socket-connector",
-                "--bin",
-                "socket-connector",
-            ]);
-            if release {
-                build.arg("--release");
-            }
-            let status = build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building socket-connector failed");
-            profile_dir.join("socket-connector")
+            std::env::var_os("SOCKET_CONNECTOR_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_binary("socket-connector", "socket-connector"))
         })
         .clone()
+}
+
+/// Builds `bin` of `package` with the tests' profile and returns its path.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/<bin>
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "-p", package, "--bin", bin]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
 }
 
 impl ConnectorProcess {

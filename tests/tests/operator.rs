@@ -301,6 +301,37 @@ async fn operator_on_a_real_api_server() {
         "{reasons:?}"
     );
 
+    // --- What `kubectl get` shows (the CRD's printer columns).
+    let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
+    let table = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "sockconn", "-n", ns])
+        .output()
+        .expect("kubectl get");
+    let table = String::from_utf8_lossy(&table.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "READY", "REASON", "TYPE", "PORT", "DEVICES", "AGE"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1][..6],
+        [
+            "line-1",
+            "True",
+            "Available",
+            "TCP",
+            &device_port.to_string(),
+            "1"
+        ],
+        "{table}"
+    );
+
     // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
     run_rendered_pod(&deployment, &config_map, &broker, device_port).await;
 

@@ -1,0 +1,16 @@
+# One image with both binaries: the connector (`socket-connector`) and the operator
+# (`socket-connector-operator`). Static musl builds on a distroless, non-root base.
+FROM rust:1.95-bookworm AS build
+RUN rustup target add x86_64-unknown-linux-musl \
+ && apt-get update && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
+      --bin socket-connector --bin socket-connector-operator
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/socket-connector /usr/local/bin/socket-connector
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/socket-connector-operator /usr/local/bin/socket-connector-operator
+USER 65532:65532
+ENTRYPOINT ["socket-connector"]

@@ -1,0 +1,56 @@
+{{- define "sco.name" -}}socket-connector-operator{{- end -}}
+
+{{- define "sco.fullname" -}}
+{{- if contains "socket-connector-operator" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-socket-connector-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sco.labels" -}}
+app.kubernetes.io/name: {{ include "sco.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "sco.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sco.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "sco.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "sco.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sco.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* What the operator may do in a namespace it watches. */}}
+{{- define "sco.rules" -}}
+- apiGroups: [tbsc.io]
+  resources: [socketconnectors]
+  verbs: [get, list, watch]
+- apiGroups: [tbsc.io]
+  resources: [socketconnectors/status]
+  verbs: [get, patch, update]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,378 @@
+//! The Helm chart against the real test API server: lint, render with several values files and
+//! validate every object server-side, reject bad values, install it, then run the operator with
+//! the chart's ServiceAccount token to prove its RBAC is enough, and not more.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use e2e_tests::control_plane::{bin_dir, ControlPlane};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use socket_connector_operator::crd::SocketConnector;
+
+const KUBE_VERSION: &str = "1.34.0";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/socket-connector-operator")
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+fn helm(args: &[&str]) -> Output {
+    run(Command::new(bin_dir().join("helm"))
+        .args(args)
+        .env("HELM_CACHE_HOME", std::env::temp_dir())
+        .env("HELM_CONFIG_HOME", std::env::temp_dir()))
+}
+
+fn template(values: &[&Path], extra: &[&str]) -> Output {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "sco",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "operator-system",
+        "--kube-version",
+        KUBE_VERSION,
+    ];
+    let values: Vec<String> = values.iter().map(|v| v.display().to_string()).collect();
+    for file in &values {
+        args.push("--values");
+        args.push(file);
+    }
+    args.extend_from_slice(extra);
+    helm(&args)
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let chart_crd =
+        std::fs::read_to_string(chart().join("crds/socketconnectors.tbsc.io.yaml")).unwrap();
+    let crd = std::fs::read_to_string(root().join("crds/socketconnectors.tbsc.io.yaml")).unwrap();
+    assert!(chart_crd == crd, "charts/socket-connector-operator/crds/ must be a copy of crds/ (cp crds/*.yaml charts/socket-connector-operator/crds/)");
+}
+
+#[test]
+fn lint_is_clean_and_bad_values_are_rejected() {
+    ok(
+        &helm(&[
+            "lint",
+            "--strict",
+            chart().to_str().unwrap(),
+            "--kube-version",
+            KUBE_VERSION,
+        ]),
+        "helm lint --strict",
+    );
+    let bad = std::fs::read_to_string(root().join("tests/helm/bad-values.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (index, document) in bad.split("\n---\n").enumerate() {
+        let file = dir.path().join(format!("bad-{index}.yaml"));
+        std::fs::write(&file, document).unwrap();
+        let output = template(&[&file], &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "values accepted:\n{document}");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema"),
+            "{stderr}"
+        );
+    }
+}
+
+/// Waits until a Deployment in `ns` exists and marks every one available (no kubelet here).
+fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
+    let ns = ns.to_owned();
+    tokio::spawn(async move {
+        let api: Api<Deployment> = Api::namespaced(client, &ns);
+        let mut stream = watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(deployment)) = stream.next().await {
+            let status = deployment.status.clone().unwrap_or_default();
+            if status.observed_generation == deployment.metadata.generation
+                && status.ready_replicas == Some(1)
+            {
+                continue;
+            }
+            let patch = json!({"status": {"observedGeneration": deployment.metadata.generation, "replicas": 1,
+                "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
+            let _ = api
+                .patch_status(
+                    &deployment.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
+    let plane = ControlPlane::start();
+    let admin = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
+    let client = plane.client().await;
+    for ns in ["operator-system", "tenant-a", "tenant-b"] {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    // The CRDs the rendered objects need: ours, and stand-ins for the Prometheus Operator's.
+    ok(
+        &kubectl(
+            &admin,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                root()
+                    .join("crds/socketconnectors.tbsc.io.yaml")
+                    .to_str()
+                    .unwrap(),
+            ],
+            None,
+        ),
+        "apply CRD",
+    );
+    ok(
+        &kubectl(
+            &admin,
+            &[
+                "apply",
+                "--server-side",
+                "-f",
+                root()
+                    .join("tests/helm/monitoring-crds.yaml")
+                    .to_str()
+                    .unwrap(),
+            ],
+            None,
+        ),
+        "apply monitoring CRDs",
+    );
+    ok(
+        &kubectl(
+            &admin,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd",
+                "--all",
+            ],
+            None,
+        ),
+        "CRDs established",
+    );
+
+    // Every rendered object, for every values file, is accepted by the API server.
+    let values_dir = root().join("tests/helm");
+    let cases: Vec<Vec<PathBuf>> = vec![
+        vec![],
+        vec![values_dir.join("values-namespaced.yaml")],
+        vec![values_dir.join("values-monitoring.yaml")],
+        vec![values_dir.join("values-custom.yaml")],
+        vec![
+            values_dir.join("values-namespaced.yaml"),
+            values_dir.join("values-monitoring.yaml"),
+        ],
+    ];
+    for values in &cases {
+        let refs: Vec<&Path> = values.iter().map(PathBuf::as_path).collect();
+        let rendered = ok(&template(&refs, &[]), "helm template");
+        let output = kubectl(
+            &admin,
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(rendered.as_bytes()),
+        );
+        ok(
+            &output,
+            &format!("server-side dry run of the chart rendered with {values:?}"),
+        );
+    }
+    // The example manifests, too.
+    for example in ["tcp-string-device.yaml", "udp-binary-device.yaml"] {
+        let path = root().join("examples/kubernetes").join(example);
+        ok(
+            &kubectl(
+                &admin,
+                &[
+                    "apply",
+                    "--dry-run=server",
+                    "-n",
+                    "tenant-a",
+                    "-f",
+                    path.to_str().unwrap(),
+                ],
+                None,
+            ),
+            example,
+        );
+    }
+
+    // Install for tenant-a only, then act as the chart's ServiceAccount.
+    let chart = chart();
+    let install = helm(&[
+        "install",
+        "sco",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "operator-system",
+        "--kubeconfig",
+        admin.to_str().unwrap(),
+        "--set",
+        "watchNamespaces={tenant-a}",
+        "--skip-crds",
+    ]);
+    ok(&install, "helm install");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "operator-system");
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .unwrap();
+    let token = accounts
+        .create_token_request(
+            "sco-socket-connector-operator",
+            &PostParams::default(),
+            &request,
+        )
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("token")
+        .token;
+    let operator_kubeconfig =
+        plane.kubeconfig_file(&plane.kubeconfig_for_token(&token), "operator.kubeconfig");
+    let as_operator = ControlPlane::client_from(&plane.kubeconfig_for_token(&token)).await;
+
+    // What it must not do: read Secrets outside the watched namespace.
+    let foreign: Api<Secret> = Api::namespaced(as_operator.clone(), "tenant-b");
+    match foreign.get_opt("anything").await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the operator's ServiceAccount reached Secrets in tenant-b: {other:?}"),
+    }
+
+    // What it must do: the operator binary, with only that token, reconciles to Ready.
+    let operator_bin = e2e_tests::connector::workspace_binary(
+        "socket-connector-operator",
+        "socket-connector-operator",
+    );
+    let metrics_port = e2e_tests::free_port();
+    let mut operator = Command::new(operator_bin)
+        .args([
+            "run",
+            "--namespace",
+            "tenant-a",
+            "--leader-election",
+            "--lease-namespace",
+            "operator-system",
+            "--identity",
+            "sco-test",
+        ])
+        .arg(format!("--metrics-address=127.0.0.1:{metrics_port}"))
+        .env("KUBECONFIG", &operator_kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the operator");
+    let kubelet = fake_kubelet(client.clone(), "tenant-a");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "tenant-a");
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "gateway-token"}, "stringData": {"accessToken": "t"}}),
+    )
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let connectors: Api<SocketConnector> = Api::namespaced(client.clone(), "tenant-a");
+    let connector: SocketConnector = serde_json::from_value(json!({
+        "apiVersion": "tbsc.io/v1alpha1", "kind": "SocketConnector", "metadata": {"name": "press"},
+        "spec": socket_connector_operator::fixtures::tcp_spec()
+    }))
+    .unwrap();
+    let mut connector = connector;
+    connector.spec.thingsboard.access_token.name = "gateway-token".into();
+    connectors
+        .create(&PostParams::default(), &connector)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = connectors.get("press").await.unwrap();
+        let ready = live.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Ready with the chart's RBAC: {:#?}",
+            live.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (status, body) = e2e_tests::http::get(
+        format!("127.0.0.1:{metrics_port}").parse().unwrap(),
+        "/metrics",
+    );
+    assert_eq!(status, 200);
+    let successes = e2e_tests::http::sample(
+        &body,
+        "socket_connector_operator_reconciliations_total{result=\"success\"}",
+    );
+    assert!(successes.is_some_and(|n| n >= 1.0), "{body}");
+    let _ = operator.kill();
+    let _ = operator.wait();
+    kubelet.abort();
+}
