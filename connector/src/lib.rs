@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod demo;
 pub mod downlink;
+pub mod framing;
 pub mod http;
 pub mod logging;
 pub mod metrics;

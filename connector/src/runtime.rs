@@ -87,6 +87,7 @@ impl Connector {
             requests,
             links: links.clone(),
             read_size: socket.read_size(),
+            framing: socket.framing.clone(),
         };
         let (listener, local_addr) = match socket.kind {
             SocketKind::Tcp => {

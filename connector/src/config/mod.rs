@@ -136,6 +136,14 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
             ));
         }
     }
+    if let Some(framing) = &config.socket.framing {
+        if let Err((key, message)) = framing.validate() {
+            return Err(ConfigError::invalid(
+                format!("socket.framing.{key}"),
+                message,
+            ));
+        }
+    }
     if config.socket.address.trim().is_empty() {
         return Err(ConfigError::invalid("socket.address", "must not be empty"));
     }

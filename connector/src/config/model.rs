@@ -69,6 +69,10 @@ pub struct SocketConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub buffer_size_legacy: Option<u32>,
+    /// Extension: how the byte stream is cut into messages (delimiter, fixed size, length field,
+    /// start/end markers). Absent: each read or datagram is one message, as in ThingsBoard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framing: Option<crate::framing::FramingConfig>,
 }
 
 impl SocketConfig {

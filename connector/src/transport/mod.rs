@@ -32,6 +32,7 @@ use tracing::warn;
 use crate::clock::now_ms;
 use crate::convert::ConvertedData;
 use crate::downlink::AttributeRequest;
+use crate::framing::{FrameError, FramingConfig};
 use crate::metrics::metrics;
 use crate::router::Router;
 
@@ -44,6 +45,16 @@ pub struct Ingest {
     pub requests: mpsc::Sender<AttributeRequest>,
     pub links: Arc<DeviceLinks>,
     pub read_size: usize,
+    pub framing: Option<FramingConfig>,
+}
+
+/// Counts a frame the framer rejected; logs it when `log` (callers log the first per connection
+/// or interval, so a bad peer cannot flood the log).
+pub fn frame_rejected(error: &FrameError, peer: &str, log: bool) {
+    metrics().dropped.with_label_values(&[error.reason()]).inc();
+    if log {
+        warn!(%peer, %error, "frame dropped (further ones from this peer are only counted)");
+    }
 }
 
 impl Ingest {

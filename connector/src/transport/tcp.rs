@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -10,8 +11,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::links::WriteRequest;
-use super::Ingest;
+use super::{frame_rejected, Ingest};
 use crate::address_filter::peer_string;
+use crate::framing::OnOversize;
 use crate::metrics::metrics;
 use crate::router::DeviceSet;
 
@@ -64,10 +66,25 @@ async fn connection(
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
     ingest.links.register_tcp(peer, writes);
     let writer = tokio::spawn(write_loop(writer, write_queue));
-    let mut buffer = vec![0u8; ingest.read_size];
-    loop {
+    let mut framer = ingest
+        .framing
+        .as_ref()
+        .and_then(|f| f.build().ok().flatten());
+    let close_on_error = ingest
+        .framing
+        .as_ref()
+        .is_some_and(|f| f.on_oversize() == OnOversize::Close);
+    let mut logged_frame_error = false;
+    let mut buffer = BytesMut::with_capacity(ingest.read_size);
+    'read: loop {
+        if framer.is_none() {
+            buffer.clear();
+        }
+        buffer.reserve(ingest.read_size);
+        // At most bufferSize bytes per read: without framing, one read is one message.
+        let mut limited = (&mut reader).take(ingest.read_size as u64);
         let read = tokio::select! {
-            read = reader.read(&mut buffer) => read,
+            read = limited.read_buf(&mut buffer) => read,
             _ = crate::stop::stopped(&mut stop) => break,
         };
         match read {
@@ -75,9 +92,31 @@ async fn connection(
                 debug!(peer = %peer_string(peer), "connection closed by peer");
                 break;
             }
-            Ok(n) => {
-                if !ingest.deliver(peer, &devices, &buffer[..n]).await {
-                    break;
+            Ok(_) => {
+                let Some(framer) = framer.as_mut() else {
+                    // ThingsBoard's behaviour: one read is one message.
+                    if !ingest.deliver(peer, &devices, &buffer).await {
+                        break;
+                    }
+                    continue;
+                };
+                loop {
+                    match framer.next_frame(&mut buffer) {
+                        Ok(Some(frame)) => {
+                            if !ingest.deliver(peer, &devices, &frame).await {
+                                break 'read;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            frame_rejected(&error, &peer_string(peer), !logged_frame_error);
+                            logged_frame_error = true;
+                            if close_on_error {
+                                info!(peer = %peer_string(peer), "connection closed after a bad frame (onOversize: close)");
+                                break 'read;
+                            }
+                        }
+                    }
                 }
             }
             Err(error) => {

@@ -7,7 +7,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::Ingest;
+use bytes::BytesMut;
+
+use super::{frame_rejected, Ingest};
+
+/// UDP has no connections: bad frames are logged at most this often.
+const FRAME_LOG_INTERVAL_MS: i64 = 10_000;
 use crate::address_filter::peer_string;
 use crate::metrics::metrics;
 
@@ -16,6 +21,7 @@ use crate::metrics::metrics;
 pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Receiver<bool>) {
     ingest.links.set_udp(socket.clone());
     let mut buffer = vec![0u8; ingest.read_size];
+    let mut last_frame_log = i64::MIN;
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buffer) => received,
@@ -30,8 +36,35 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
                     debug!(peer = %peer_text, "datagram dropped: no device's address filter matches this peer");
                     continue;
                 }
-                if !ingest.deliver(peer, &devices, &buffer[..n]).await {
-                    break;
+                let datagram = &buffer[..n];
+                let Some(framing) = &ingest.framing else {
+                    if !ingest.deliver(peer, &devices, datagram).await {
+                        break;
+                    }
+                    continue;
+                };
+                // Each datagram is framed on its own: nothing carries over between datagrams.
+                let Ok(Some(mut framer)) = framing.build() else {
+                    continue;
+                };
+                let mut bytes = BytesMut::from(datagram);
+                loop {
+                    match framer.next_frame(&mut bytes) {
+                        Ok(Some(frame)) => {
+                            if !ingest.deliver(peer, &devices, &frame).await {
+                                return;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(error) => {
+                            let now = crate::clock::now_ms();
+                            let log = now - last_frame_log >= FRAME_LOG_INTERVAL_MS;
+                            if log {
+                                last_frame_log = now;
+                            }
+                            frame_rejected(&error, &peer_text, log);
+                        }
+                    }
                 }
             }
             // ICMP errors from earlier sends surface here on some systems; keep serving.

@@ -1,0 +1,89 @@
+//! Frames end with a delimiter (`\n`, `\r\n`, `0x03`, ...).
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+use super::FrameError;
+
+#[derive(Debug)]
+pub struct DelimiterDecoder {
+    delimiter: Vec<u8>,
+    strip: bool,
+    max: usize,
+    /// Bytes already searched, so a long partial frame is not rescanned on every read.
+    searched: usize,
+    /// Discarding the rest of an oversized frame, up to the next delimiter.
+    discarding: bool,
+}
+
+impl DelimiterDecoder {
+    pub fn new(delimiter: Vec<u8>, strip: bool, max: usize) -> Self {
+        Self {
+            delimiter,
+            strip,
+            max,
+            searched: 0,
+            discarding: false,
+        }
+    }
+
+    fn find(&self, buffer: &[u8]) -> Option<usize> {
+        let from = self.searched.saturating_sub(self.delimiter.len() - 1);
+        let haystack = &buffer[from..];
+        let found = match self.delimiter.as_slice() {
+            [byte] => memchr::memchr(*byte, haystack),
+            delimiter => memchr::memmem::find(haystack, delimiter),
+        };
+        found.map(|i| i + from)
+    }
+}
+
+impl Decoder for DelimiterDecoder {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, buffer: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        loop {
+            match self.find(buffer) {
+                Some(end) => {
+                    self.searched = 0;
+                    let mut frame = buffer.split_to(end + self.delimiter.len());
+                    if self.discarding {
+                        self.discarding = false;
+                        continue;
+                    }
+                    if frame.len() - self.delimiter.len() > self.max {
+                        return Err(FrameError::TooLong {
+                            size: frame.len() - self.delimiter.len(),
+                            max: self.max,
+                        });
+                    }
+                    if self.strip {
+                        frame.truncate(end);
+                    }
+                    return Ok(Some(frame.freeze()));
+                }
+                None if buffer.len() > self.max => {
+                    let size = buffer.len();
+                    buffer.clear();
+                    self.searched = 0;
+                    let first = !self.discarding;
+                    self.discarding = true;
+                    // Report an oversized frame once, not once per read.
+                    return if first {
+                        Err(FrameError::TooLong {
+                            size,
+                            max: self.max,
+                        })
+                    } else {
+                        Ok(None)
+                    };
+                }
+                None => {
+                    self.searched = buffer.len();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
