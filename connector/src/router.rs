@@ -4,11 +4,15 @@
 use std::sync::Arc;
 
 use crate::address_filter::AddressFilter;
+use crate::config::Encoding;
 use crate::config::{
-    AttributeRequestConfig, AttributeScope, ConnectorConfig, DeviceConfig, KeyConfig,
-    ReportStrategyConfig, ReportStrategyKind,
+    AttributeRequestConfig, AttributeScope, ConnectorConfig, DeviceConfig, IdentitySliceConfig,
+    KeyConfig, MessageFilterConfig, ReportStrategyConfig, ReportStrategyKind,
 };
-use crate::convert::{ConvertedData, DeviceIdentity, KeySlice, UplinkConverter};
+use crate::convert::typed::{TypedDecoder, ValueType};
+use crate::convert::{
+    ConvertedData, DeviceIdentity, IdentitySlice, KeySlice, KeyValue, UplinkConverter,
+};
 use crate::downlink::expression::{KeyNames, RequestMatcher};
 use crate::metrics::metrics;
 use crate::report::{ReportStrategy, StrategyCascade};
@@ -19,6 +23,8 @@ pub struct Device {
     pub filter: AddressFilter,
     pub converter: UplinkConverter,
     pub attribute_requests: Vec<AttributeRequestRule>,
+    /// Only messages of this type belong to the entry.
+    pub message_filter: Option<MessageFilter>,
     /// This device's series of the per-device metrics, looked up once.
     pub counters: DeviceCounters,
 }
@@ -76,6 +82,13 @@ impl AttributeRequestRule {
 }
 
 impl Device {
+    /// The message is of this entry's type (always true without `messageFilter`).
+    pub fn accepts(&self, message: &[u8]) -> bool {
+        self.message_filter
+            .as_ref()
+            .is_none_or(|filter| filter.matches(message))
+    }
+
     /// The attribute requests `message` makes: `(scope, keys)` for every matching entry. A message
     /// that is a request is not converted to data for this device, as in ThingsBoard.
     pub fn attribute_requests(&self, message: &[u8]) -> Vec<(AttributeScope, Vec<String>)> {
@@ -118,6 +131,10 @@ impl Router {
                     .iter()
                     .filter_map(|r| AttributeRequestRule::parse(r).ok())
                     .collect(),
+                message_filter: device
+                    .message_filter
+                    .as_ref()
+                    .and_then(|f| MessageFilter::parse(f).ok()),
                 counters: DeviceCounters::new(&device.device_name),
             })
             .collect();
@@ -158,8 +175,67 @@ impl Router {
     ) -> impl Iterator<Item = ConvertedData> + 'a {
         set.iter()
             .filter_map(|&i| self.devices.get(i))
+            .filter(move |d| d.accepts(data))
             .map(move |d| d.converter.convert(data, ts_ms))
             .filter(|c| !c.is_empty())
+    }
+}
+
+/// Text in the device's encoding unless the key asks for a type.
+pub fn key_value(key: &KeyConfig, encoding: Encoding) -> KeyValue {
+    match key.value_type {
+        None | Some(ValueType::String) => KeyValue::Text(encoding),
+        Some(ValueType::Hex) => KeyValue::Text(Encoding::Hex),
+        Some(value_type) => KeyValue::Typed(TypedDecoder {
+            value_type,
+            order: key.byte_order.unwrap_or_default(),
+            scale: key.scale,
+            offset: key.offset,
+            bit_offset: key.bit_offset.unwrap_or(0),
+            bit_length: key.bit_length.unwrap_or(1),
+        }),
+    }
+}
+
+fn identity_slice(config: &IdentitySliceConfig, encoding: Encoding) -> IdentitySlice {
+    IdentitySlice {
+        byte_from: config.byte_from,
+        byte_to: config.byte_to,
+        prefix: config.prefix.clone().unwrap_or_default(),
+        encoding,
+    }
+}
+
+/// `messageFilter`, parsed.
+#[derive(Debug)]
+pub struct MessageFilter {
+    byte_from: Option<i64>,
+    byte_to: Option<i64>,
+    equals: Vec<u8>,
+}
+
+impl MessageFilter {
+    pub fn parse(config: &MessageFilterConfig) -> Result<Self, String> {
+        let equals = crate::framing::parse_bytes(&config.equals)?;
+        if equals.is_empty() {
+            return Err("must not be empty".to_owned());
+        }
+        Ok(Self {
+            byte_from: config.byte_from,
+            byte_to: config.byte_to,
+            equals,
+        })
+    }
+
+    pub fn matches(&self, message: &[u8]) -> bool {
+        let to = self.byte_to.or_else(|| {
+            Some(
+                self.byte_from
+                    .unwrap_or(0)
+                    .saturating_add(self.equals.len() as i64),
+            )
+        });
+        crate::convert::slice::byte_slice(message, self.byte_from, to) == self.equals.as_slice()
     }
 }
 
@@ -172,6 +248,7 @@ fn converter(device: &DeviceConfig, cascade: &StrategyCascade) -> UplinkConverte
                 byte_to: k.byte_to,
                 strategy: cascade
                     .resolve(device.report_strategy.as_ref(), k.report_strategy.as_ref()),
+                value: key_value(k, device.encoding),
             })
             .collect()
     };
@@ -180,9 +257,16 @@ fn converter(device: &DeviceConfig, cascade: &StrategyCascade) -> UplinkConverte
             name: device.device_name.as_str().into(),
             device_type: device.device_type.as_str().into(),
         }),
-        encoding: device.encoding,
         telemetry: keys(&device.telemetry),
         attributes: keys(&device.attributes),
+        name_from: device
+            .device_name_from
+            .as_ref()
+            .map(|s| identity_slice(s, device.encoding)),
+        type_from: device
+            .device_type_from
+            .as_ref()
+            .map(|s| identity_slice(s, device.encoding)),
     }
 }
 

@@ -219,6 +219,7 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
                 if let Some(strategy) = &key.report_strategy {
                     check_report_strategy(strategy, &format!("{key_path}.reportStrategy"))?;
                 }
+                check_typed_key(key, &key_path)?;
             }
         }
         for (rpc_index, rpc) in device.server_side_rpc.iter().enumerate() {
@@ -244,6 +245,14 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
                 ));
             }
         }
+        if let Some(filter) = &device.message_filter {
+            if let Err(message) = crate::router::MessageFilter::parse(filter) {
+                return Err(ConfigError::invalid(
+                    format!("{path}.messageFilter.equals"),
+                    message,
+                ));
+            }
+        }
         for (request_index, request) in device.attribute_requests.iter().enumerate() {
             if let Err(message) = crate::router::AttributeRequestRule::parse(request) {
                 let (key, message) = message.split_once(": ").unwrap_or(("", &message));
@@ -260,6 +269,48 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
                     "must not be empty",
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Typed-value settings must fit the type.
+fn check_typed_key(key: &KeyConfig, path: &str) -> Result<(), ConfigError> {
+    use crate::convert::typed::ValueType;
+    let Some(value_type) = key.value_type else {
+        for (name, set) in [
+            ("byteOrder", key.byte_order.is_some()),
+            ("scale", key.scale.is_some()),
+            ("offset", key.offset.is_some()),
+            ("bitOffset", key.bit_offset.is_some()),
+            ("bitLength", key.bit_length.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::invalid(
+                    format!("{path}.{name}"),
+                    "needs a numeric \"type\" (e.g. \"uint16\"); without type the value is a string",
+                ));
+            }
+        }
+        return Ok(());
+    };
+    let numeric = !matches!(
+        value_type,
+        ValueType::String | ValueType::Hex | ValueType::Bool
+    );
+    if !numeric && (key.scale.is_some() || key.offset.is_some()) {
+        return Err(ConfigError::invalid(
+            format!("{path}.scale"),
+            "scale and offset apply to numbers only",
+        ));
+    }
+    if value_type == ValueType::Bits {
+        let length = key.bit_length.unwrap_or(1);
+        if !(1..=64).contains(&length) {
+            return Err(ConfigError::invalid(
+                format!("{path}.bitLength"),
+                format!("must be between 1 and 64, got {length}"),
+            ));
         }
     }
     Ok(())

@@ -127,6 +127,17 @@ pub struct DeviceConfig {
     /// Device-level report strategy; key strategies override it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_strategy: Option<ReportStrategyConfig>,
+    /// Extension: this entry applies only to messages whose bytes `byteFrom..byteTo` equal
+    /// `equals` (a message type), so several entries can describe several layouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_filter: Option<MessageFilterConfig>,
+    /// Extension: take the device name from the message (many devices on one connection);
+    /// `deviceName` is used when the slice is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name_from: Option<IdentitySliceConfig>,
+    /// Extension: take the device type (profile) from the message; `deviceType` when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type_from: Option<IdentitySliceConfig>,
     /// Time-series keys cut from each message.
     #[serde(default)]
     pub telemetry: Vec<KeyConfig>,
@@ -151,6 +162,37 @@ impl DeviceConfig {
     }
 }
 
+/// Selects messages by a byte pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageFilterConfig {
+    /// First byte compared (negative counts from the end; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_from: Option<i64>,
+    /// End of the compared bytes (exclusive; `-1` is the end, as for keys; default: as many
+    /// bytes as `equals` has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_to: Option<i64>,
+    /// The bytes, as text with escapes (`\x01`) or hex (`0x0102`).
+    pub equals: String,
+}
+
+/// A slice of the message naming the device (or its type), decoded in the device's encoding and
+/// trimmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySliceConfig {
+    /// First byte (negative counts from the end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_from: Option<i64>,
+    /// End, exclusive (`-1` is the end, as for keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_to: Option<i64>,
+    /// Text put before the decoded slice, e.g. `Meter ` gives `Meter 0042`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
 /// One telemetry or attribute key: a byte slice of the message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -167,6 +209,28 @@ pub struct KeyConfig {
     /// Key-level report strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_strategy: Option<ReportStrategyConfig>,
+    /// Extension: decode the slice as a typed value instead of text: `int`/`uint` (1-8 bytes,
+    /// the slice's width), `int8`...`int64`, `uint8`...`uint64`, `float` (4 or 8 bytes),
+    /// `float32`, `float64`, `bool`, `bits`, `string` or `hex`. Absent: a string, as in
+    /// ThingsBoard.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<crate::convert::typed::ValueType>,
+    /// Extension: byte order of numbers: `big` (default), `little`, `big-word-swap` (16-bit words
+    /// in little order, bytes in each word big: CDAB), `little-word-swap` (BADC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_order: Option<crate::convert::typed::NumberOrder>,
+    /// Extension: numbers are multiplied by this (the result is a float).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    /// Extension: added to numbers after `scale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<f64>,
+    /// Extension, `bits`: first bit, counted from the most significant bit of the slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_offset: Option<u32>,
+    /// Extension, `bits`: number of bits (1-64); 1 gives a boolean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_length: Option<u32>,
 }
 
 /// When a datapoint is sent to ThingsBoard.

@@ -192,7 +192,7 @@ fn unknown_keys_are_warnings_with_paths() {
     let loaded = load_value(json!({
         "socket": {"type": "tcp", "backlog": 5},
         "devices": [{"address": "*:*", "deviceName": "d", "accessToken": "x",
-                     "telemetry": [{"key": "t", "type": "int"}]}],
+                     "telemetry": [{"key": "t", "units": "C"}]}],
         "sendDataOnlyOnChange": true,
         "extra": {"nested": 1}
     }))
@@ -202,7 +202,7 @@ fn unknown_keys_are_warnings_with_paths() {
         [
             "socket.backlog: unknown key, ignored",
             "devices[0].accessToken: unknown key, ignored",
-            "devices[0].telemetry[0].type: unknown key, ignored",
+            "devices[0].telemetry[0].units: unknown key, ignored",
             "extra: unknown key, ignored",
             "sendDataOnlyOnChange: applied as reportStrategy {\"type\": \"ON_CHANGE\"}",
         ]

@@ -4,9 +4,10 @@
 
 pub mod slice;
 pub mod text;
+pub mod typed;
 mod uplink;
 
-pub use uplink::{KeySlice, UplinkConverter};
+pub use uplink::{IdentitySlice, KeySlice, KeyValue, UplinkConverter};
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::typed::TypedDecoder;
 use super::{slice::byte_slice, text::decode_checked, ConvertedData, Datapoint, DeviceIdentity};
 use crate::config::Encoding;
 use crate::report::ReportStrategy;
@@ -16,18 +17,38 @@ pub struct KeySlice {
     pub byte_from: Option<i64>,
     pub byte_to: Option<i64>,
     pub strategy: ReportStrategy,
+    pub value: KeyValue,
+}
+
+/// How a key's bytes become its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyValue {
+    /// A string in this encoding (ThingsBoard's behaviour), or hex.
+    Text(Encoding),
+    /// A number or boolean.
+    Typed(TypedDecoder),
 }
 
 impl KeySlice {
-    /// The key's datapoint, and whether its bytes decoded.
-    fn datapoint(&self, data: &[u8], encoding: Encoding) -> (Datapoint, bool) {
+    /// The key's datapoint (None when a typed value cannot be read from the slice), and whether
+    /// its bytes decoded.
+    fn datapoint(&self, data: &[u8]) -> (Option<Datapoint>, bool) {
         let bytes = byte_slice(data, self.byte_from, self.byte_to);
-        let (text, decoded) = decode_checked(bytes, encoding);
-        let point = Datapoint {
-            key: self.key.clone(),
-            value: Value::String(text),
-            strategy: self.strategy,
+        let (value, decoded) = match self.value {
+            KeyValue::Text(encoding) => {
+                let (text, decoded) = decode_checked(bytes, encoding);
+                (Some(Value::String(text)), decoded)
+            }
+            KeyValue::Typed(decoder) => match decoder.decode(bytes) {
+                Ok(value) => (Some(value), true),
+                Err(_) => (None, false),
+            },
         };
+        let point = value.map(|value| Datapoint {
+            key: self.key.clone(),
+            value,
+            strategy: self.strategy,
+        });
         (point, decoded)
     }
 }
@@ -36,9 +57,48 @@ impl KeySlice {
 #[derive(Debug, Clone)]
 pub struct UplinkConverter {
     pub device: Arc<DeviceIdentity>,
-    pub encoding: Encoding,
     pub telemetry: Vec<KeySlice>,
     pub attributes: Vec<KeySlice>,
+    /// Device name and type taken from the message, when configured.
+    pub name_from: Option<IdentitySlice>,
+    pub type_from: Option<IdentitySlice>,
+}
+
+/// A slice of the message naming the device or its type.
+#[derive(Debug, Clone)]
+pub struct IdentitySlice {
+    pub byte_from: Option<i64>,
+    pub byte_to: Option<i64>,
+    pub prefix: String,
+    pub encoding: Encoding,
+}
+
+impl IdentitySlice {
+    /// The name in `data`, or None when the slice is empty.
+    fn read(&self, data: &[u8]) -> Option<String> {
+        let text = decode_checked(
+            byte_slice(data, self.byte_from, self.byte_to),
+            self.encoding,
+        )
+        .0;
+        let text = text.trim();
+        (!text.is_empty()).then(|| format!("{}{text}", self.prefix))
+    }
+}
+
+impl UplinkConverter {
+    /// The device a message belongs to: the configured one, or the one it names.
+    fn identity(&self, data: &[u8]) -> Arc<DeviceIdentity> {
+        if self.name_from.is_none() && self.type_from.is_none() {
+            return self.device.clone();
+        }
+        let name = self.name_from.as_ref().and_then(|s| s.read(data));
+        let device_type = self.type_from.as_ref().and_then(|s| s.read(data));
+        Arc::new(DeviceIdentity {
+            name: name.map_or_else(|| self.device.name.clone(), Into::into),
+            device_type: device_type.map_or_else(|| self.device.device_type.clone(), Into::into),
+        })
+    }
 }
 
 impl UplinkConverter {
@@ -48,21 +108,24 @@ impl UplinkConverter {
         let mut decode_errors = 0;
         let mut telemetry = Vec::with_capacity(self.telemetry.len());
         for key in &self.telemetry {
-            let (point, decoded) = key.datapoint(data, self.encoding);
+            let (point, decoded) = key.datapoint(data);
             decode_errors += usize::from(!decoded);
-            telemetry.push(point);
+            telemetry.extend(point);
         }
         let mut attributes: Vec<Datapoint> = Vec::with_capacity(self.attributes.len());
         for key in &self.attributes {
-            let (point, decoded) = key.datapoint(data, self.encoding);
+            let (point, decoded) = key.datapoint(data);
             decode_errors += usize::from(!decoded);
+            let Some(point) = point else {
+                continue;
+            };
             match attributes.iter_mut().find(|p| p.key == point.key) {
                 Some(existing) => *existing = point,
                 None => attributes.push(point),
             }
         }
         ConvertedData {
-            device: self.device.clone(),
+            device: self.identity(data),
             ts_ms,
             telemetry,
             attributes,
@@ -81,6 +144,7 @@ mod tests {
             byte_from: from,
             byte_to: to,
             strategy: ReportStrategy::ON_RECEIVED,
+            value: KeyValue::Text(Encoding::Utf8),
         }
     }
 
@@ -98,9 +162,10 @@ mod tests {
                 name: "Device Example".into(),
                 device_type: "default".into(),
             }),
-            encoding: Encoding::Utf8,
             telemetry: vec![key("temp", Some(0), Some(-1)), key("hum", Some(0), Some(2))],
             attributes: vec![key("name", Some(0), Some(-1)), key("num", Some(2), Some(4))],
+            name_from: None,
+            type_from: None,
         };
         let data = converter.convert(b"2345", 1_700_000_000_000);
         assert_eq!(data.ts_ms, 1_700_000_000_000);
@@ -115,15 +180,51 @@ mod tests {
     }
 
     #[test]
+    fn device_identity_from_the_message() {
+        let converter = UplinkConverter {
+            device: Arc::new(DeviceIdentity {
+                name: "fallback".into(),
+                device_type: "meter".into(),
+            }),
+            telemetry: vec![key("v", Some(4), None)],
+            attributes: vec![],
+            name_from: Some(IdentitySlice {
+                byte_from: Some(0),
+                byte_to: Some(4),
+                prefix: "Meter ".into(),
+                encoding: Encoding::Utf8,
+            }),
+            type_from: None,
+        };
+        let data = converter.convert(b"0042 7", 0);
+        assert_eq!(&*data.device.name, "Meter 0042");
+        assert_eq!(&*data.device.device_type, "meter");
+        assert_eq!(&*converter.convert(b"    9", 0).device.name, "fallback");
+    }
+
+    #[test]
     fn repeated_attribute_key_keeps_last_value() {
         let converter = UplinkConverter {
             device: Arc::new(DeviceIdentity {
                 name: "d".into(),
                 device_type: "default".into(),
             }),
-            encoding: Encoding::Hex,
-            telemetry: vec![key("empty", Some(3), Some(1))],
-            attributes: vec![key("a", Some(0), Some(1)), key("a", Some(1), Some(2))],
+            telemetry: vec![KeySlice {
+                value: KeyValue::Text(Encoding::Hex),
+                ..key("empty", Some(3), Some(1))
+            }],
+            attributes: vec![
+                KeySlice {
+                    value: KeyValue::Text(Encoding::Hex),
+                    ..key("a", Some(0), Some(1))
+                },
+                KeySlice {
+                    value: KeyValue::Text(Encoding::Hex),
+                    ..key("a", Some(1), Some(2))
+                },
+            ],
+            name_from: None,
+            type_from: None,
         };
         let data = converter.convert(b"\x01\x02", 0);
         assert_eq!(values(&data.attributes), vec![("a".into(), "02".into())]);

@@ -11,7 +11,7 @@ mod fixed;
 mod length;
 mod markers;
 
-pub use config::{ByteOrder, FramingConfig, OnOversize};
+pub use config::{parse_bytes, ByteOrder, FramingConfig, OnOversize};
 pub use delimiter::DelimiterDecoder;
 pub use fixed::FixedDecoder;
 pub use length::LengthFieldDecoder;

@@ -72,6 +72,9 @@ impl Ingest {
             let Some(device) = self.router.device(index) else {
                 continue;
             };
+            if !device.accepts(message) {
+                continue;
+            }
             device.counters.frames.inc();
             device.counters.bytes.inc_by(message.len() as u64);
             if !device.attribute_requests.is_empty() {
