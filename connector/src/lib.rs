@@ -21,4 +21,5 @@ pub mod router;
 pub mod runtime;
 pub mod stop;
 pub mod thingsboard;
+pub mod tools;
 pub mod transport;

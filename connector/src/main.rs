@@ -8,11 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use rumqttc::QoS;
 use socket_connector::config::{self, LogLevel, ReportStrategyConfig};
-use socket_connector::demo;
 use socket_connector::logging::{self, LogFormat};
 use socket_connector::report::ReportStrategy;
 use socket_connector::runtime::{shutdown_signal, Connector, GatewaySettings};
 use socket_connector::thingsboard::MqttSettings;
+use socket_connector::{demo, tools};
 use tracing::{error, info, warn};
 
 /// ThingsBoard-compatible socket connector: devices talk raw TCP or UDP to it, it sends their
@@ -43,6 +43,35 @@ enum Command {
     /// Show data flowing with nothing installed: an embedded MQTT broker, the connector with
     /// `examples/socket.json` and a simulated device; prints what ThingsBoard would receive.
     Demo(DemoArgs),
+    /// Check a `socket.json` (every error with its JSON path), list what ThingsBoard would ignore
+    /// or mis-handle, and show what sample frames would publish. Exit 0 when valid, 2 when not.
+    Validate(ValidateArgs),
+    /// Rewrite an old-format `socket.json` into the current format (stdout, or --output).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ValidateArgs {
+    /// The `socket.json` to check.
+    config: PathBuf,
+    /// A sample message in hex (`0x` and spaces allowed); repeat for several.
+    #[arg(long = "sample")]
+    samples: Vec<String>,
+    /// A sample message as text (e.g. "2345"); repeat for several.
+    #[arg(long = "sample-text")]
+    sample_texts: Vec<String>,
+    /// Decode samples only for the devices whose address filter matches this ip:port.
+    #[arg(long)]
+    peer: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The old-format `socket.json`.
+    config: PathBuf,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +181,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Validate(args) => return validate(args),
+        Command::Migrate(args) => return migrate(args),
         Command::Run(args) => runtime.block_on(run(*args, cli.log_format, cli.log_level)),
         Command::Demo(args) => {
             logging::init(
@@ -172,6 +203,60 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn validate(args: ValidateArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", args.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let mut samples = Vec::new();
+    for hex in &args.samples {
+        match tools::parse_hex(hex) {
+            Ok(bytes) => samples.push(bytes),
+            Err(e) => {
+                eprintln!("error: --sample {hex:?}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    samples.extend(args.sample_texts.iter().map(|t| t.as_bytes().to_vec()));
+    let report = tools::validate(&text, &samples, args.peer);
+    print!("{}", report.text);
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn migrate(args: MigrateArgs) -> ExitCode {
+    let result = std::fs::read_to_string(&args.config)
+        .map_err(|e| format!("cannot read {}: {e}", args.config.display()))
+        .and_then(|text| tools::migrate(&text));
+    let (converted, legacy) = match result {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !legacy {
+        eprintln!("{} is already in the current format", args.config.display());
+    }
+    match args.output {
+        Some(path) => {
+            if let Err(e) = std::fs::write(&path, converted) {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+        None => print!("{converted}"),
+    }
+    ExitCode::SUCCESS
 }
 
 async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) -> ExitCode {

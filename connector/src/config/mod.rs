@@ -65,12 +65,19 @@ pub fn load_str(text: &str) -> Result<LoadedConfig, ConfigError> {
 }
 
 /// Checks an already parsed `socket.json` document (the operator passes the CR's embedded config).
+/// The first problem is the error.
 pub fn load_value(value: Value) -> Result<LoadedConfig, ConfigError> {
+    check_value(value).map_err(|mut errors| errors.remove(0))
+}
+
+/// Like [`load_value`], with every problem serde lets through to the semantic checks (a document
+/// that does not deserialize has one error, at its first problem).
+pub fn check_value(value: Value) -> Result<LoadedConfig, Vec<ConfigError>> {
     if !value.is_object() {
-        return Err(ConfigError::invalid(
+        return Err(vec![ConfigError::invalid(
             "(root)",
             "expected a JSON object with \"socket\" and \"devices\"",
-        ));
+        )]);
     }
     let legacy_format = is_legacy_format(&value);
     let value = if legacy_format {
@@ -92,7 +99,7 @@ pub fn load_value(value: Value) -> Result<LoadedConfig, ConfigError> {
     let config: ConnectorConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let path = e.path().to_string();
         let (path, message) = describe_serde_error(path, &e.into_inner().to_string());
-        ConfigError::invalid(user_path(path), message)
+        vec![ConfigError::invalid(user_path(path), message)]
     })?;
 
     let mut warnings: Vec<String> = ignored
@@ -106,10 +113,19 @@ pub fn load_value(value: Value) -> Result<LoadedConfig, ConfigError> {
                 .to_owned(),
         );
     }
-    check(&config, &mut warnings).map_err(|e| match e {
-        ConfigError::Invalid { path, message } => ConfigError::invalid(user_path(path), message),
-        other => other,
-    })?;
+    let mut errors = Vec::new();
+    check(&config, &mut warnings, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors
+            .into_iter()
+            .map(|error| match error {
+                ConfigError::Invalid { path, message } => {
+                    ConfigError::invalid(user_path(path), message)
+                }
+                other => other,
+            })
+            .collect());
+    }
     Ok(LoadedConfig {
         config,
         warnings,
@@ -118,7 +134,7 @@ pub fn load_value(value: Value) -> Result<LoadedConfig, ConfigError> {
 }
 
 /// The checks serde cannot express. The first problem is an error; oddities are warnings.
-fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+fn check(config: &ConnectorConfig, warnings: &mut Vec<String>, errors: &mut Vec<ConfigError>) {
     if let Some(size) = config
         .socket
         .buffer_size
@@ -130,7 +146,7 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
             } else {
                 "socket.buffer_size"
             };
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 key,
                 format!("must be between 1 and {MAX_BUFFER_SIZE}, got {size}"),
             ));
@@ -138,17 +154,19 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
     }
     if let Some(framing) = &config.socket.framing {
         if let Err((key, message)) = framing.validate() {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 format!("socket.framing.{key}"),
                 message,
             ));
         }
     }
     if config.socket.address.trim().is_empty() {
-        return Err(ConfigError::invalid("socket.address", "must not be empty"));
+        errors.push(ConfigError::invalid("socket.address", "must not be empty"));
     }
     if let Some(strategy) = &config.report_strategy {
-        check_report_strategy(strategy, "reportStrategy")?;
+        if let Err(error) = check_report_strategy(strategy, "reportStrategy") {
+            errors.push(error);
+        }
     }
     if config.send_data_only_on_change == Some(true) {
         let note = if config.report_strategy.is_some() {
@@ -161,16 +179,14 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
     for (index, device) in config.devices.iter().enumerate() {
         let path = format!("devices[{index}]");
         match device.filter_pattern() {
-            None => return Err(ConfigError::invalid(
+            None => errors.push(ConfigError::invalid(
                 format!("{path}.address"),
                 "missing: give the peer filter as \"address\" (or \"addressFilter\"), e.g. \"*:*\"",
             )),
-            Some(pattern) if pattern.trim().is_empty() => {
-                return Err(ConfigError::invalid(
-                    format!("{path}.address"),
-                    "must not be empty; \"*:*\" accepts every peer",
-                ))
-            }
+            Some(pattern) if pattern.trim().is_empty() => errors.push(ConfigError::invalid(
+                format!("{path}.address"),
+                "must not be empty; \"*:*\" accepts every peer",
+            )),
             Some(pattern) => {
                 if crate::address_filter::AddressFilter::new(pattern).is_exact_only() {
                     warnings.push(format!(
@@ -186,14 +202,14 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
             ));
         }
         if device.device_name.trim().is_empty() {
-            return Err(ConfigError::invalid(
+            errors.push(ConfigError::invalid(
                 format!("{path}.deviceName"),
                 "must not be empty",
             ));
         }
         if let Some(converter) = &device.converter {
             if converter != DEFAULT_CONVERTER {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("{path}.converter"),
                     format!(
                         "unsupported converter {converter:?}; only {DEFAULT_CONVERTER} exists here"
@@ -202,7 +218,9 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
             }
         }
         if let Some(strategy) = &device.report_strategy {
-            check_report_strategy(strategy, &format!("{path}.reportStrategy"))?;
+            if let Err(error) = check_report_strategy(strategy, &format!("{path}.reportStrategy")) {
+                errors.push(error);
+            }
         }
         for (section, keys) in [
             ("telemetry", &device.telemetry),
@@ -211,35 +229,41 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
             for (key_index, key) in keys.iter().enumerate() {
                 let key_path = format!("{path}.{section}[{key_index}]");
                 if key.key.is_empty() {
-                    return Err(ConfigError::invalid(
+                    errors.push(ConfigError::invalid(
                         format!("{key_path}.key"),
                         "must not be empty",
                     ));
                 }
                 if let Some(strategy) = &key.report_strategy {
-                    check_report_strategy(strategy, &format!("{key_path}.reportStrategy"))?;
+                    if let Err(error) =
+                        check_report_strategy(strategy, &format!("{key_path}.reportStrategy"))
+                    {
+                        errors.push(error);
+                    }
                 }
-                check_typed_key(key, &key_path)?;
+                if let Err(error) = check_typed_key(key, &key_path) {
+                    errors.push(error);
+                }
             }
         }
         for (rpc_index, rpc) in device.server_side_rpc.iter().enumerate() {
             let rpc_path = format!("{path}.serverSideRpc[{rpc_index}]");
             if rpc.method_rpc.is_empty() {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("{rpc_path}.methodRPC"),
                     "must not be empty",
                 ));
             }
             if let Some(processing) = &rpc.method_processing {
                 if !processing.eq_ignore_ascii_case("write") {
-                    return Err(ConfigError::invalid(
+                    errors.push(ConfigError::invalid(
                         format!("{rpc_path}.methodProcessing"),
                         format!("unsupported value {processing:?}; only \"write\" exists"),
                     ));
                 }
             }
             if rpc.response_timeout_ms == Some(0) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("{rpc_path}.responseTimeoutMs"),
                     "must be at least 1 millisecond",
                 ));
@@ -247,7 +271,7 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
         }
         if let Some(filter) = &device.message_filter {
             if let Err(message) = crate::router::MessageFilter::parse(filter) {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("{path}.messageFilter.equals"),
                     message,
                 ));
@@ -256,7 +280,7 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
         for (request_index, request) in device.attribute_requests.iter().enumerate() {
             if let Err(message) = crate::router::AttributeRequestRule::parse(request) {
                 let (key, message) = message.split_once(": ").unwrap_or(("", &message));
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("{path}.attributeRequests[{request_index}].{key}"),
                     message.to_owned(),
                 ));
@@ -264,14 +288,13 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>) -> Result<(), Con
         }
         for (update_index, update) in device.attribute_updates.iter().enumerate() {
             if update.attribute_on_thingsboard.is_empty() {
-                return Err(ConfigError::invalid(
+                errors.push(ConfigError::invalid(
                     format!("{path}.attributeUpdates[{update_index}].attributeOnThingsBoard"),
                     "must not be empty",
                 ));
             }
         }
     }
-    Ok(())
 }
 
 /// Typed-value settings must fit the type.
