@@ -181,8 +181,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Validate(args) => return validate(args),
-        Command::Migrate(args) => return migrate(args),
+        Command::Validate(args) => validate(args),
+        Command::Migrate(args) => migrate(args),
         Command::Run(args) => runtime.block_on(run(*args, cli.log_format, cli.log_level)),
         Command::Demo(args) => {
             logging::init(

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{ConnectorConfig, SocketKind};
+use crate::config::{ConnectorConfig, SocketKind, SocketMode};
 use crate::downlink::{Downlink, DownlinkContext, LastValues};
 use crate::http::{self, Health};
 use crate::report::ReportStrategy;
@@ -20,7 +20,7 @@ use crate::router::Router;
 use crate::thingsboard::limits::SessionLimits;
 use crate::thingsboard::uplink::Uplink;
 use crate::thingsboard::{link, remote_logs, MqttSettings};
-use crate::transport::{self, DeviceLinks, Ingest};
+use crate::transport::{self, client, DeviceLinks, Ingest};
 
 /// Gateway-wide settings, what `tb_gateway.json` holds for the ThingsBoard gateway.
 #[derive(Debug, Clone)]
@@ -90,6 +90,31 @@ impl Connector {
             framing: socket.framing.clone(),
         };
         let (listener, local_addr) = match socket.kind {
+            SocketKind::Tcp if socket.mode == Some(SocketMode::Client) => {
+                let bytes = |text: &Option<String>| {
+                    text.as_deref()
+                        .and_then(|t| crate::framing::parse_bytes(t).ok())
+                        .map(bytes::Bytes::from)
+                };
+                let settings = client::ClientSettings {
+                    host: socket.address.clone(),
+                    port: socket.port,
+                    handshake: bytes(&socket.handshake),
+                    poll: bytes(&socket.poll_payload).map(|payload| {
+                        (
+                            payload,
+                            Duration::from_millis(socket.poll_interval_ms.unwrap_or(1000)),
+                        )
+                    }),
+                    reconnect_delay: Duration::from_millis(
+                        socket.reconnect_delay_ms.unwrap_or(500).max(10),
+                    ),
+                };
+                (
+                    tokio::spawn(client::run(settings, ingest, stop_rx.clone())),
+                    address,
+                )
+            }
             SocketKind::Tcp => {
                 let listener = TcpListener::bind(address)
                     .await
@@ -108,7 +133,11 @@ impl Connector {
             }
         };
         health.listener_bound.store(true, Ordering::Relaxed);
-        info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
+        if socket.mode == Some(SocketMode::Client) {
+            info!(connector = %connector_name, address = %local_addr, "TCP client socket is up, connecting to the device server");
+        } else {
+            info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
+        }
 
         let (client, event_loop) = link::client(&settings.mqtt);
         let (events, events_rx) = mpsc::unbounded_channel();

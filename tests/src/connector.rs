@@ -81,7 +81,7 @@ impl ConnectorProcess {
                 };
                 if record["message"]
                     .as_str()
-                    .is_some_and(|m| m.ends_with("socket is up"))
+                    .is_some_and(|m| m.contains("socket is up"))
                 {
                     if let Some(address) = record["address"].as_str().and_then(|a| a.parse().ok()) {
                         let _ = up_tx.send(address);

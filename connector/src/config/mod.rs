@@ -152,6 +152,7 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>, errors: &mut Vec<
             ));
         }
     }
+    check_client_mode(&config.socket, errors);
     if let Some(framing) = &config.socket.framing {
         if let Err((key, message)) = framing.validate() {
             errors.push(ConfigError::invalid(
@@ -294,6 +295,43 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>, errors: &mut Vec<
                 ));
             }
         }
+    }
+}
+
+/// Client-mode keys need client mode (and TCP); their byte strings must parse.
+fn check_client_mode(socket: &SocketConfig, errors: &mut Vec<ConfigError>) {
+    let client = socket.mode == Some(SocketMode::Client);
+    if client && socket.kind == SocketKind::Udp {
+        errors.push(ConfigError::invalid(
+            "socket.mode",
+            "client mode connects over TCP; use type TCP",
+        ));
+    }
+    if client && socket.port == 0 {
+        errors.push(ConfigError::invalid(
+            "socket.port",
+            "client mode needs the device server's port",
+        ));
+    }
+    for (key, value) in [
+        ("handshake", &socket.handshake),
+        ("pollPayload", &socket.poll_payload),
+    ] {
+        let Some(value) = value else { continue };
+        if !client {
+            errors.push(ConfigError::invalid(
+                format!("socket.{key}"),
+                "applies to mode \"client\" only",
+            ));
+        } else if let Err(message) = crate::framing::parse_bytes(value) {
+            errors.push(ConfigError::invalid(format!("socket.{key}"), message));
+        }
+    }
+    if socket.poll_interval_ms == Some(0) {
+        errors.push(ConfigError::invalid(
+            "socket.pollIntervalMs",
+            "must be at least 1 millisecond",
+        ));
     }
 }
 

@@ -73,6 +73,35 @@ pub struct SocketConfig {
     /// start/end markers). Absent: each read or datagram is one message, as in ThingsBoard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub framing: Option<crate::framing::FramingConfig>,
+    /// Extension: `server` (default, as in ThingsBoard) listens on address:port; `client`
+    /// connects out to a device that is itself a TCP server at address:port, and reconnects
+    /// with backoff when the connection drops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SocketMode>,
+    /// Extension, client mode: bytes sent right after each connect (text with escapes or `0x`
+    /// hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake: Option<String>,
+    /// Extension, client mode: bytes sent every `pollIntervalMs` while connected (a request for
+    /// data, for devices that only answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_payload: Option<String>,
+    /// Extension, client mode: poll period in milliseconds (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    /// Extension, client mode: first reconnect delay in milliseconds (default 500), doubling up
+    /// to 30 s, with jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect_delay_ms: Option<u64>,
+}
+
+/// Who opens the connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketMode {
+    #[default]
+    Server,
+    Client,
 }
 
 impl SocketConfig {

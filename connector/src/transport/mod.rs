@@ -2,6 +2,7 @@
 //! `bufferSize` bytes is one message, as in ThingsBoard; peers are matched against the device
 //! address filters, converted, and handed to the uplink queue.
 
+pub mod client;
 pub mod links;
 pub mod tcp;
 pub mod udp;

@@ -53,7 +53,7 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
     while connections.join_next().await.is_some() {}
 }
 
-async fn connection(
+pub(crate) async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     devices: DeviceSet,
