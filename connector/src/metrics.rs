@@ -14,7 +14,7 @@ pub struct Metrics {
     registry: Registry,
     pub connections_open: IntGauge,
     pub connections_accepted: IntCounter,
-    /// `reason`: `no_matching_device`.
+    /// `reason`: `no_matching_device`, `tls_handshake`.
     pub connections_rejected: IntCounterVec,
     pub datagrams_rejected: IntCounter,
     /// `device`.
@@ -30,7 +30,8 @@ pub struct Metrics {
     pub mqtt_reconnects: IntCounter,
     pub publish_latency: Histogram,
     pub queue_messages: IntGauge,
-    /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`, `mqtt_client_stopped`.
+    /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`, `mqtt_client_stopped`,
+    /// `frame_too_long`, `bad_length_field`.
     pub dropped: IntCounterVec,
     /// `outcome`: `sent`, `answered`, `timed_out`.
     pub attribute_requests: IntCounterVec,

@@ -116,11 +116,19 @@ impl Connector {
                 )
             }
             SocketKind::Tcp => {
+                let tls = match &socket.tls {
+                    Some(tls) => {
+                        Some(transport::tls::acceptor(tls).map_err(|(key, message)| {
+                            anyhow::anyhow!("socket.tls.{key}: {message}")
+                        })?)
+                    }
+                    None => None,
+                };
                 let listener = TcpListener::bind(address)
                     .await
                     .with_context(|| format!("cannot listen on TCP {address}"))?;
                 let local = listener.local_addr()?;
-                let serve = transport::tcp::serve(listener, ingest, stop_rx.clone());
+                let serve = transport::tcp::serve(listener, ingest, tls, stop_rx.clone());
                 (tokio::spawn(serve), local)
             }
             SocketKind::Udp => {

@@ -153,6 +153,14 @@ fn check(config: &ConnectorConfig, warnings: &mut Vec<String>, errors: &mut Vec<
         }
     }
     check_client_mode(&config.socket, errors);
+    if config.socket.tls.is_some()
+        && (config.socket.kind == SocketKind::Udp || config.socket.mode == Some(SocketMode::Client))
+    {
+        errors.push(ConfigError::invalid(
+            "socket.tls",
+            "TLS applies to TCP server mode only",
+        ));
+    }
     if let Some(framing) = &config.socket.framing {
         if let Err((key, message)) = framing.validate() {
             errors.push(ConfigError::invalid(

@@ -93,6 +93,22 @@ pub struct SocketConfig {
     /// to 30 s, with jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconnect_delay_ms: Option<u64>,
+    /// Extension: TLS for device connections (TCP server mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS settings of the device listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// The connector's certificate chain.
+    pub cert_file: String,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// When set, devices must present a client certificate signed by this CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<String>,
 }
 
 /// Who opens the connection.

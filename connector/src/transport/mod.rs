@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod links;
+pub mod tls;
 pub mod tcp;
 pub mod udp;
 

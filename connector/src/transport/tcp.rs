@@ -1,13 +1,14 @@
-//! TCP server: many concurrent device connections, one reader task and one writer task each.
+//! TCP server: many concurrent device connections, one reader task and one writer task each,
+//! optionally over TLS.
 
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::links::WriteRequest;
@@ -20,8 +21,16 @@ use crate::router::DeviceSet;
 /// Downlink writes queued per connection before writers wait.
 const WRITE_QUEUE: usize = 64;
 
+/// Devices get this long to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections until `stop`, then waits for the open ones to finish.
-pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Ingest,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     let connection_stop = stop.clone();
     loop {
@@ -37,7 +46,11 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
                     }
                     metrics().connections_accepted.inc();
                     debug!(peer = %peer_text, "new connection established");
-                    connections.spawn(connection(stream, peer, devices, ingest.clone(), connection_stop.clone()));
+                    let (ingest, stop) = (ingest.clone(), connection_stop.clone());
+                    match tls.clone() {
+                        None => connections.spawn(connection(stream, peer, devices, ingest, stop)),
+                        Some(acceptor) => connections.spawn(tls_connection(acceptor, stream, peer, devices, ingest, stop)),
+                    };
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -53,16 +66,60 @@ pub async fn serve(listener: TcpListener, ingest: Ingest, mut stop: watch::Recei
     while connections.join_next().await.is_some() {}
 }
 
+async fn tls_connection(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    devices: DeviceSet,
+    ingest: Ingest,
+    stop: watch::Receiver<bool>,
+) {
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let (reader, writer) = tokio::io::split(stream);
+            serve_connection(reader, writer, peer, devices, ingest, stop).await;
+        }
+        Ok(Err(error)) => {
+            metrics()
+                .connections_rejected
+                .with_label_values(&["tls_handshake"])
+                .inc();
+            info!(peer = %peer_string(peer), %error, "connection closed: TLS handshake failed");
+        }
+        Err(_) => {
+            metrics()
+                .connections_rejected
+                .with_label_values(&["tls_handshake"])
+                .inc();
+            info!(peer = %peer_string(peer), "connection closed: TLS handshake timed out");
+        }
+    }
+}
+
 pub(crate) async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     devices: DeviceSet,
     ingest: Ingest,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    let (reader, writer) = stream.into_split();
+    serve_connection(reader, writer, peer, devices, ingest, stop).await;
+}
+
+async fn serve_connection<R, W>(
+    mut reader: R,
+    writer: W,
+    peer: SocketAddr,
+    devices: DeviceSet,
+    ingest: Ingest,
+    mut stop: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let open = metrics().connections_open.clone();
     open.inc();
-    let (mut reader, writer) = stream.into_split();
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
     ingest.links.register_tcp(peer, writes);
     let writer = tokio::spawn(write_loop(writer, write_queue));
@@ -131,7 +188,7 @@ pub(crate) async fn connection(
 }
 
 /// Writes downlink bytes in order and reports each outcome.
-async fn write_loop(mut writer: OwnedWriteHalf, mut queue: mpsc::Receiver<WriteRequest>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut queue: mpsc::Receiver<WriteRequest>) {
     while let Some(request) = queue.recv().await {
         let result = writer.write_all(&request.bytes).await;
         let failed = result.is_err();

@@ -1,0 +1,138 @@
+//! TLS on the device side: a device with a client certificate from the configured CA gets its
+//! data through; one without is refused at the handshake.
+
+use std::sync::Arc;
+
+use e2e_tests::peer::telemetry_entries;
+use e2e_tests::{ConnectorProcess, Mosquitto, ThingsBoardPeer};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+struct Pki {
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+    server_pem: String,
+    server_key: String,
+    client_der: CertificateDer<'static>,
+    client_key: PrivateKeyDer<'static>,
+}
+
+fn pki() -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "device CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "meter-17");
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().clone(),
+        server_pem: server_cert.pem(),
+        server_key: server_key.serialize_pem(),
+        client_der: client_cert.der().clone(),
+        client_key: PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
+    }
+}
+
+fn client_config(pki: &Pki, with_certificate: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(if with_certificate {
+        builder
+            .with_client_auth_cert(vec![pki.client_der.clone()], pki.client_key.clone_key())
+            .unwrap()
+    } else {
+        builder.with_no_client_auth()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_device_connections() {
+    let pki = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let tls = json!({"certFile": write("server.crt", &pki.server_pem), "keyFile": write("server.key", &pki.server_key),
+                     "clientCaFile": write("ca.crt", &pki.ca_pem)});
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let config = json!({
+        "name": "TLS",
+        "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0, "tls": tls},
+        "devices": [{"address": "*:*", "deviceName": "Secure Meter", "telemetry": [{"key": "v"}]}]
+    });
+    let connector = ConnectorProcess::start(&config, broker.port());
+    let name = ServerName::try_from("localhost").unwrap();
+
+    let tcp = TcpStream::connect(connector.local_addr).await.unwrap();
+    let mut device = TlsConnector::from(client_config(&pki, true))
+        .connect(name.clone(), tcp)
+        .await
+        .unwrap();
+    device.write_all(b"42").await.unwrap();
+    device.flush().await.unwrap();
+    let telemetry = peer.next_on("v1/gateway/telemetry").await;
+    assert_eq!(telemetry_entries(&telemetry)[0].2, json!({"v": "42"}));
+
+    // No client certificate: the server refuses the handshake (TLS 1.3 reports it on first read).
+    let tcp = TcpStream::connect(connector.local_addr).await.unwrap();
+    let refused = match TlsConnector::from(client_config(&pki, false))
+        .connect(name, tcp)
+        .await
+    {
+        Err(_) => true,
+        Ok(mut stream) => {
+            let _ = stream.write_all(b"43").await;
+            let mut buffer = [0u8; 1];
+            !matches!(stream.read(&mut buffer).await, Ok(n) if n > 0)
+        }
+    };
+    assert!(refused);
+    connector.wait_for_log("TLS handshake failed");
+}
+
+#[test]
+fn tls_outside_tcp_server_mode_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("socket.json");
+    let bad = json!({"socket": {"type": "UDP", "tls": {"certFile": "a", "keyFile": "b"}},
+                     "devices": [{"address": "*:*", "deviceName": "d"}]});
+    std::fs::write(&path, bad.to_string()).unwrap();
+    let output = std::process::Command::new(e2e_tests::connector::binary())
+        .args(["validate", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("error: socket.tls: TLS applies to TCP server mode only"));
+}
