@@ -32,9 +32,14 @@ pub fn binary() -> PathBuf {
 
 /// Builds `bin` of `package` with the tests' profile and returns its path.
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    // target/<profile>/deps/<test> → target/<profile>/<bin>
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<bin>
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let dir = exe.parent().expect("target dir");
+    let profile_dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target dir")
+    } else {
+        dir
+    };
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);

@@ -307,6 +307,47 @@ fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Marks every Deployment in `namespace` available with all replicas ready, as Strimzi's
+/// MockKube does: there is no kubelet here.
+pub fn fake_kubelet(client: Client, namespace: &str) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Patch, PatchParams};
+    use kube::runtime::{watcher, WatchStreamExt};
+    use kube::{Api, ResourceExt};
+    let namespace = namespace.to_owned();
+    tokio::spawn(async move {
+        let api: Api<Deployment> = Api::namespaced(client, &namespace);
+        let mut stream = watcher(api.clone(), watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(deployment)) = stream.next().await {
+            let replicas = deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1);
+            let generation = deployment.metadata.generation;
+            let status = deployment.status.clone().unwrap_or_default();
+            if status.observed_generation == generation && status.ready_replicas == Some(replicas) {
+                continue;
+            }
+            let patch = serde_json::json!({"status": {
+                "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas, "updatedReplicas": replicas,
+                "conditions": [{"type": "Available", "status": "True", "reason": "FakeKubelet", "message": "no kubelet in tests"}]
+            }});
+            let _ = api
+                .patch_status(
+                    &deployment.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await;
+        }
+    })
+}
+
 /// Sum of `apiserver_request_total` samples for write verbs on `resource`.
 pub fn write_requests(metrics: &str, resource: &str) -> f64 {
     metrics

@@ -6,14 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e_tests::control_plane::{bin_dir, ControlPlane};
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use e2e_tests::control_plane::{bin_dir, fake_kubelet, ControlPlane};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, ResourceExt};
+use kube::api::PostParams;
+use kube::Api;
 use serde_json::json;
 use socket_connector_operator::crd::SocketConnector;
 
@@ -121,34 +118,6 @@ fn lint_is_clean_and_bad_values_are_rejected() {
             "{stderr}"
         );
     }
-}
-
-/// Waits until a Deployment in `ns` exists and marks every one available (no kubelet here).
-fn fake_kubelet(client: Client, ns: &str) -> tokio::task::JoinHandle<()> {
-    let ns = ns.to_owned();
-    tokio::spawn(async move {
-        let api: Api<Deployment> = Api::namespaced(client, &ns);
-        let mut stream = watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(deployment)) = stream.next().await {
-            let status = deployment.status.clone().unwrap_or_default();
-            if status.observed_generation == deployment.metadata.generation
-                && status.ready_replicas == Some(1)
-            {
-                continue;
-            }
-            let patch = json!({"status": {"observedGeneration": deployment.metadata.generation, "replicas": 1,
-                "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}});
-            let _ = api
-                .patch_status(
-                    &deployment.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await;
-        }
-    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

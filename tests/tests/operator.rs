@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_tests::control_plane::{write_requests, ControlPlane};
+use e2e_tests::control_plane::{fake_kubelet, write_requests, ControlPlane};
 use e2e_tests::peer::telemetry_entries;
 use e2e_tests::{free_port, Mosquitto, ThingsBoardPeer};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{wait::await_condition, wait::conditions, watcher, WatchStreamExt};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use socket_connector::http::Endpoint;
@@ -70,40 +69,6 @@ async fn secret(client: &Client, ns: &str, name: &str, data: &[(&str, &str)]) {
         .create(&PostParams::default(), &secret)
         .await
         .expect("create secret");
-}
-
-/// Marks every Deployment in `ns` available with all replicas ready (there is no kubelet).
-fn fake_deployment_controller(client: Client, ns: String) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let api: Api<Deployment> = Api::namespaced(client, &ns);
-        let mut stream = watcher(api.clone(), watcher::Config::default())
-            .applied_objects()
-            .boxed();
-        while let Some(Ok(deployment)) = stream.next().await {
-            let replicas = deployment
-                .spec
-                .as_ref()
-                .and_then(|s| s.replicas)
-                .unwrap_or(1);
-            let generation = deployment.metadata.generation;
-            let status = deployment.status.clone().unwrap_or_default();
-            if status.observed_generation == generation && status.ready_replicas == Some(replicas) {
-                continue;
-            }
-            let patch = json!({"status": {
-                "observedGeneration": generation, "replicas": replicas, "readyReplicas": replicas,
-                "availableReplicas": replicas, "updatedReplicas": replicas,
-                "conditions": [{"type": "Available", "status": "True", "reason": "FakeKubelet", "message": "test"}]
-            }});
-            let _ = api
-                .patch_status(
-                    &deployment.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )
-                .await;
-        }
-    })
 }
 
 struct Operator {
@@ -208,7 +173,7 @@ async fn operator_on_a_real_api_server() {
     install_crd(&client).await;
     let ns = "plant";
     namespace(&client, ns).await;
-    let fake_kubelet = fake_deployment_controller(client.clone(), ns.to_owned());
+    let fake_kubelet = fake_kubelet(client.clone(), ns);
 
     // --- The API server enforces the CRD's CEL rules, with readable messages.
     let mut two_replicas = spec(1883, 50000, 9100);
