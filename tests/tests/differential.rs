@@ -107,14 +107,36 @@ fn send_frames(transport: Transport, port: u16, frames: &[&[u8]]) {
     }
 }
 
-fn with_port(mut config: Value, transport: Transport, port: u16) -> Value {
-    config["socket"] = json!({
+/// Puts the socket settings (type, loopback address, port) into a config.
+type Place = fn(&Value, Transport, u16) -> Value;
+
+fn socket_settings(transport: Transport, port: u16) -> Value {
+    json!({
         "type": match transport { Transport::Tcp => "TCP", Transport::Udp => "UDP" },
         "address": "127.0.0.1",
         "port": port,
         "bufferSize": 1024
-    });
+    })
+}
+
+/// Current format: a `socket` section.
+fn with_socket(config: &Value, transport: Transport, port: u16) -> Value {
+    let mut config = config.clone();
+    config["socket"] = socket_settings(transport, port);
     config
+}
+
+/// Old flat format: the socket settings at the top level.
+fn flat(config: &Value, transport: Transport, port: u16) -> Value {
+    let mut object: Map<String, Value> = config.as_object().cloned().unwrap_or_default();
+    object.remove("socket");
+    object.extend(
+        socket_settings(transport, port)
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    Value::Object(object)
 }
 
 /// Gateway-API messages until `quiet` passes without one, ignoring the gateway device's own.
@@ -126,12 +148,26 @@ async fn collect(peer: &mut ThingsBoardPeer, quiet: Duration) -> Vec<Message> {
         .collect()
 }
 
-async fn run_thingsboard(config: &Value, transport: Transport, frames: &[&[u8]]) -> Vec<Message> {
+async fn send(transport: Transport, port: u16, frames: &[&[u8]]) {
+    let frames: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
+    tokio::task::spawn_blocking(move || {
+        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        send_frames(transport, port, &frames)
+    })
+    .await
+    .unwrap();
+}
+
+async fn run_thingsboard(
+    config: &Value,
+    place: Place,
+    transport: Transport,
+    frames: &[&[u8]],
+) -> Vec<Message> {
     let broker = Mosquitto::start();
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let port = free_port();
-    let config = with_port(config.clone(), transport, port);
-    let gateway = ThingsBoardGateway::start(&config, broker.port());
+    let gateway = ThingsBoardGateway::start(&place(config, transport, port), broker.port());
     // Ready once it publishes its error count (after getSessionLimits is answered).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -143,42 +179,33 @@ async fn run_thingsboard(config: &Value, transport: Transport, frames: &[&[u8]])
             break;
         }
     }
-    let frames: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
-    tokio::task::spawn_blocking(move || {
-        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        send_frames(transport, port, &frames)
-    })
-    .await
-    .unwrap();
+    send(transport, port, frames).await;
     let mut messages = collect(&mut peer, Duration::from_secs(2)).await;
     gateway.terminate();
     messages.extend(collect(&mut peer, Duration::from_secs(2)).await);
     messages
 }
 
-async fn run_ours(config: &Value, transport: Transport, frames: &[&[u8]]) -> Vec<Message> {
+async fn run_ours(
+    config: &Value,
+    place: Place,
+    transport: Transport,
+    frames: &[&[u8]],
+) -> Vec<Message> {
     let broker = Mosquitto::start();
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let config = with_port(config.clone(), transport, 0);
-    let connector = ConnectorProcess::start(&config, broker.port());
-    let port = connector.local_addr.port();
-    let frames: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
-    tokio::task::spawn_blocking(move || {
-        let frames: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        send_frames(transport, port, &frames)
-    })
-    .await
-    .unwrap();
+    let connector = ConnectorProcess::start(&place(config, transport, 0), broker.port());
+    send(transport, connector.local_addr.port(), frames).await;
     let mut messages = collect(&mut peer, Duration::from_secs(1)).await;
     assert!(connector.terminate().success());
     messages.extend(collect(&mut peer, Duration::from_secs(1)).await);
     messages
 }
 
-async fn compare(config: Value, transport: Transport, frames: &[&[u8]]) {
+async fn compare(config: Value, place: Place, transport: Transport, frames: &[&[u8]]) {
     let (theirs, ours) = tokio::join!(
-        run_thingsboard(&config, transport, frames),
-        run_ours(&config, transport, frames)
+        run_thingsboard(&config, place, transport, frames),
+        run_ours(&config, place, transport, frames)
     );
     let (theirs, ours) = (normalize(&theirs), normalize(&ours));
     assert!(
@@ -208,65 +235,30 @@ const TEXT_FRAMES: [&[u8]; 6] = [
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_example_over_tcp_matches_thingsboard() {
-    compare(example("basic.json"), Transport::Tcp, &TEXT_FRAMES).await;
+    compare(
+        example("basic.json"),
+        with_socket,
+        Transport::Tcp,
+        &TEXT_FRAMES,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_example_over_udp_matches_thingsboard() {
-    compare(example("basic.json"), Transport::Udp, &TEXT_FRAMES).await;
+    compare(
+        example("basic.json"),
+        with_socket,
+        Transport::Udp,
+        &TEXT_FRAMES,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn old_format_example_matches_thingsboard() {
-    let mut config = example("old-format.json");
-    for key in ["type", "address", "port", "bufferSize"] {
-        config.as_object_mut().unwrap().remove(key);
-    }
-    // with_port() adds the current-format socket section; convert back to the flat format.
     let frames: [&[u8]; 2] = [b"21.5", b"22"];
-    let flat = |transport: Transport| {
-        let mut c = with_port(config.clone(), transport, 0);
-        let socket = c.as_object_mut().unwrap().remove("socket").unwrap();
-        let mut object: Map<String, Value> = c.as_object().unwrap().clone();
-        object.extend(socket.as_object().unwrap().clone());
-        Value::Object(object)
-    };
-    // The flat file goes to both unchanged except for the port each one binds.
-    let port = free_port();
-    let mut theirs_config = flat(Transport::Tcp);
-    theirs_config["port"] = json!(port);
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let gateway = ThingsBoardGateway::start(&theirs_config, broker.port());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while peer
-        .next(deadline.saturating_duration_since(Instant::now()))
-        .await
-        .expect("gateway not ready")
-        .topic
-        != "v1/devices/me/telemetry"
-    {}
-    tokio::task::spawn_blocking(move || send_frames(Transport::Tcp, port, &frames))
-        .await
-        .unwrap();
-    let mut theirs = collect(&mut peer, Duration::from_secs(2)).await;
-    gateway.terminate();
-    theirs.extend(collect(&mut peer, Duration::from_secs(2)).await);
-
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&flat(Transport::Tcp), broker.port());
-    let port = connector.local_addr.port();
-    tokio::task::spawn_blocking(move || send_frames(Transport::Tcp, port, &frames))
-        .await
-        .unwrap();
-    let mut ours = collect(&mut peer, Duration::from_secs(1)).await;
-    assert!(connector.terminate().success());
-    ours.extend(collect(&mut peer, Duration::from_secs(1)).await);
-
-    let (theirs, ours) = (normalize(&theirs), normalize(&ours));
-    assert!(!theirs.is_empty());
-    assert_eq!(ours, theirs);
+    compare(example("old-format.json"), flat, Transport::Tcp, &frames).await;
 }
 
 /// Overlapping filters (every matching device gets the message), hex, negative indices.
@@ -285,5 +277,5 @@ async fn overlapping_devices_hex_and_negative_slices_match_thingsboard() {
         ]
     });
     let frames: [&[u8]; 3] = [b"\x01\x02\x03\x04\x05\x06", b"ABCDEFG", b"\x00\xffZZ"];
-    compare(config, Transport::Tcp, &frames).await;
+    compare(config, with_socket, Transport::Tcp, &frames).await;
 }
