@@ -26,6 +26,9 @@ use crate::metrics::OperatorMetrics;
 use crate::status::{self, Observation};
 use crate::validate::{validate, Plan};
 
+/// Reconciliations running at once; the rest wait in the controller's queue.
+const RECONCILE_CONCURRENCY: u16 = 16;
+
 /// Annotation holding the hash of what the operator last applied to a child.
 pub const APPLIED_HASH_ANNOTATION: &str = "tbsc.io/applied-hash";
 
@@ -116,6 +119,9 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     let owned =
         watcher::Config::default().labels(&format!("{}={FIELD_MANAGER}", build::MANAGED_BY_LABEL));
     Controller::new(connectors, watcher::Config::default())
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
         .owns(deployments, owned.clone())
         .owns(config_maps, owned.clone())
         .owns(services, owned)

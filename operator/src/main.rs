@@ -81,10 +81,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let builder = tracing_subscriber::fmt().with_env_filter(
-        std::env::var("RUST_LOG")
-            .unwrap_or_else(|_| "warn,socket_connector_operator=info".to_owned()),
-    );
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            std::env::var("RUST_LOG")
+                .unwrap_or_else(|_| "warn,socket_connector_operator=info".to_owned()),
+        );
     let _ = if args.log_format == "json" {
         builder.json().try_init()
     } else {

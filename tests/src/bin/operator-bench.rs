@@ -47,9 +47,13 @@ fn start_operator(kubeconfig: &std::path::Path) -> Child {
         "127.0.0.1:0",
     ])
     .env("KUBECONFIG", kubeconfig)
-    .env("RUST_LOG", "error")
+    .env("RUST_LOG", "warn")
     .stdout(Stdio::null())
-    .stderr(Stdio::null())
+    .stderr(
+        std::fs::File::create(std::env::temp_dir().join("operator-bench-operator.log"))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+    )
     .spawn()
     .expect("start the operator")
 }
@@ -143,8 +147,20 @@ async fn main() -> anyhow::Result<()> {
         .await;
     let created = started.elapsed();
     let deadline = started + Duration::from_secs(600);
-    while ready_count(&api).await < count {
-        anyhow::ensure!(Instant::now() < deadline, "not all Ready within 10 minutes");
+    let mut last_report = Instant::now();
+    loop {
+        let ready = ready_count(&api).await;
+        if ready >= count {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {ready} of {count} Ready within 10 minutes"
+        );
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("{ready}/{count} Ready after {:.0?}", started.elapsed());
+            last_report = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let all_ready = started.elapsed();
