@@ -4,8 +4,8 @@
 
 pub mod client;
 pub mod links;
-pub mod tls;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 pub use links::{DeviceLinks, DownlinkError};
