@@ -153,10 +153,11 @@ async fn main() -> anyhow::Result<()> {
         if ready >= count {
             break;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {ready} of {count} Ready within 10 minutes"
-        );
+        if Instant::now() > deadline {
+            let _ = operator.kill();
+            let _ = operator.wait();
+            anyhow::bail!("only {ready} of {count} Ready within 10 minutes");
+        }
         if last_report.elapsed() > Duration::from_secs(10) {
             eprintln!("{ready}/{count} Ready after {:.0?}", started.elapsed());
             last_report = Instant::now();
