@@ -161,7 +161,9 @@ impl ThingsBoardArgs {
                     QoS::AtLeastOnce
                 },
                 keep_alive: Duration::from_secs(self.keep_alive_seconds.max(5)),
-                max_payload: self.max_payload_size.max(256),
+                max_payload: self
+                    .max_payload_size
+                    .clamp(256, socket_connector::thingsboard::link::MAX_PAYLOAD),
             },
             report_strategy: ReportStrategy::global(self.report_strategy.as_ref()),
             connector_name: self.connector_name.clone(),

@@ -187,3 +187,38 @@ async fn no_answer_to_session_limits_does_not_stall_data() {
     let entries = telemetry_entries(&telemetry.unwrap());
     assert_eq!(entries[0].2, json!({"temp": "2345", "hum": "23"}));
 }
+
+/// ThingsBoard's default limits raise the payload size to 52,428 bytes after connecting; a
+/// datapoint larger than the configured 8196 (here 20,000 bytes) must still be delivered: the MQTT
+/// client's packet limit once stopped at 9,220 bytes and the session then failed for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn larger_payloads_after_session_limits_are_delivered() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let framed = basic(&[(
+        "socket",
+        json!({"type": "TCP", "address": "127.0.0.1", "port": 0, "framing": {"type": "delimiter", "delimiter": "\\n"}}),
+    )]);
+    let connector = ConnectorProcess::start(&framed, broker.port());
+    connector.wait_for_log("ThingsBoard session limits");
+    let big = "7".repeat(20_000);
+    let mut device = TcpStream::connect(connector.local_addr).unwrap();
+    device
+        .write_all(format!("{big}\nnext\n").as_bytes())
+        .unwrap();
+    let mut values = Vec::new();
+    while values.len() < 2 {
+        let message = peer.next_on("v1/gateway/telemetry").await;
+        assert!(
+            message.payload.len() <= 52_428,
+            "{} bytes",
+            message.payload.len()
+        );
+        values.extend(
+            telemetry_entries(&message)
+                .into_iter()
+                .map(|(_, _, v)| v["temp"].clone()),
+        );
+    }
+    assert_eq!(values, [json!(big), json!("next")]);
+}

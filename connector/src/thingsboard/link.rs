@@ -39,6 +39,11 @@ pub enum LinkEvent {
     Disconnected,
 }
 
+/// Largest MQTT packet the client sends or accepts.
+pub const MAX_PACKET: usize = 1 << 20;
+/// Largest payload the uplink packs: room for topic and header within MAX_PACKET.
+pub const MAX_PAYLOAD: usize = MAX_PACKET - 1024;
+
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Requests (publishes) buffered in the client before `publish` waits: backpressure to the
@@ -51,9 +56,9 @@ pub fn client(settings: &MqttSettings) -> (AsyncClient, EventLoop) {
     options.set_credentials(settings.access_token.clone(), "");
     options.set_keep_alive(settings.keep_alive);
     options.set_clean_session(true);
-    // Outgoing packets carry at most max_payload plus topic and header; incoming ones (RPC,
-    // attribute responses) are bounded by ThingsBoard's own limit.
-    options.set_max_packet_size(1 << 20, settings.max_payload + 1024);
+    // ThingsBoard's session limits may raise the payload size after connecting, so the client
+    // accepts packets up to MAX_PACKET; the uplink never packs more than MAX_PAYLOAD.
+    options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     options.set_inflight(100);
     AsyncClient::new(options, REQUEST_CAPACITY)
 }

@@ -189,7 +189,10 @@ impl Uplink {
         }
         let limits = self.limits.borrow_and_update().clone();
         let now = self.started.elapsed();
-        self.max_payload = limits.max_payload.unwrap_or(self.configured_max_payload);
+        self.max_payload = limits
+            .max_payload
+            .unwrap_or(self.configured_max_payload)
+            .min(super::link::MAX_PAYLOAD);
         self.message_rate = RateLimiter::new(&limits.messages, now);
         self.telemetry_rate = RateLimiter::new(&limits.telemetry_messages, now);
         self.datapoint_rate = RateLimiter::new(&limits.telemetry_datapoints, now);
