@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod report;
 pub mod router;
 pub mod runtime;
+pub mod simulate;
 pub mod stop;
 pub mod thingsboard;
 pub mod tools;

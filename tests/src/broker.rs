@@ -52,7 +52,7 @@ impl Mosquitto {
             &config,
             format!(
                 "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 1000000\nmax_inflight_messages 0\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                 max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 self.port
             ),
         )
