@@ -55,6 +55,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         report_strategy: ReportStrategy::global(None),
         connector_name: None,
         metrics_address: None,
+        queue: Default::default(),
     };
     let connector = Connector::start(&config, settings).await?;
     let device_addr = connector.local_addr();

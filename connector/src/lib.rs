@@ -16,6 +16,7 @@ pub mod framing;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod queue;
 pub mod report;
 pub mod router;
 pub mod runtime;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use rumqttc::QoS;
 use socket_connector::config::{self, LogLevel, ReportStrategyConfig};
 use socket_connector::logging::{self, LogFormat};
+use socket_connector::queue::{Fsync, FullPolicy, QueueSettings, Storage};
 use socket_connector::report::ReportStrategy;
 use socket_connector::runtime::{shutdown_signal, Connector, GatewaySettings};
 use socket_connector::thingsboard::MqttSettings;
@@ -81,9 +82,51 @@ struct RunArgs {
     config: PathBuf,
     #[command(flatten)]
     thingsboard: ThingsBoardArgs,
+    #[command(flatten)]
+    queue: QueueArgs,
     /// Seconds to finish sending and disconnect devices after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 10, env = "SHUTDOWN_GRACE_SECONDS")]
     shutdown_grace_seconds: u64,
+}
+
+/// The uplink queue (docs/reliability.md): in memory unless a directory is given.
+#[derive(Debug, Args)]
+struct QueueArgs {
+    /// Keep the queue on disk in this directory, replayed after a restart (one connector per
+    /// directory). Without it the queue is in memory and lost when the process ends.
+    #[arg(long, env = "QUEUE_DIRECTORY")]
+    queue_directory: Option<PathBuf>,
+    /// Most payload bytes queued for ThingsBoard. Default: 64 MiB in memory, 1 GiB on disk.
+    #[arg(long, env = "QUEUE_MAX_BYTES")]
+    queue_max_bytes: Option<u64>,
+    /// When the queue is full: `block` (stop reading devices; TCP flow control slows them),
+    /// `drop-oldest` or `drop-newest`. Drops are counted in socket_connector_dropped_total.
+    #[arg(long, env = "QUEUE_FULL_POLICY", default_value = "block")]
+    queue_full_policy: FullPolicy,
+    /// When the disk queue is forced to the device: `never` (a process crash loses nothing, a
+    /// power loss may), `always` (after every write), or an interval such as `1000ms`.
+    #[arg(long, env = "QUEUE_FSYNC", default_value = "1000ms")]
+    queue_fsync: Fsync,
+}
+
+impl QueueArgs {
+    fn settings(&self) -> QueueSettings {
+        let (storage, default_max) = match &self.queue_directory {
+            Some(directory) => (
+                Storage::Disk {
+                    directory: directory.clone(),
+                    fsync: self.queue_fsync,
+                },
+                1 << 30,
+            ),
+            None => (Storage::Memory, 64 << 20),
+        };
+        QueueSettings {
+            storage,
+            max_bytes: self.queue_max_bytes.unwrap_or(default_max).max(1),
+            full_policy: self.queue_full_policy,
+        }
+    }
 }
 
 /// Where ThingsBoard is and how to talk to it (the `thingsboard` section of `tb_gateway.json`).
@@ -168,6 +211,7 @@ impl ThingsBoardArgs {
             report_strategy: ReportStrategy::global(self.report_strategy.as_ref()),
             connector_name: self.connector_name.clone(),
             metrics_address: self.metrics_address,
+            queue: QueueSettings::default(),
         }
     }
 }
@@ -283,7 +327,9 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
     for warning in &loaded.warnings {
         warn!(file = %args.config.display(), "{warning}");
     }
-    let connector = match Connector::start(&loaded.config, args.thingsboard.settings()).await {
+    let mut settings = args.thingsboard.settings();
+    settings.queue = args.queue.settings();
+    let connector = match Connector::start(&loaded.config, settings).await {
         Ok(connector) => connector,
         Err(e) => {
             error!("{e:#}");

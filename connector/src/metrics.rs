@@ -14,8 +14,11 @@ pub struct Metrics {
     registry: Registry,
     pub connections_open: IntGauge,
     pub connections_accepted: IntCounter,
-    /// `reason`: `no_matching_device`, `tls_handshake`.
+    /// `reason`: `no_matching_device`, `tls_handshake`, `max_connections`,
+    /// `max_connections_per_peer`.
     pub connections_rejected: IntCounterVec,
+    /// `reason`: `idle_timeout`, `frame_too_long`.
+    pub connections_closed: IntCounterVec,
     pub datagrams_rejected: IntCounter,
     /// `device`.
     pub frames_received: IntCounterVec,
@@ -29,9 +32,16 @@ pub struct Metrics {
     pub mqtt_connected: IntGauge,
     pub mqtt_reconnects: IntCounter,
     pub publish_latency: Histogram,
+    pub publish_ack_latency: Histogram,
     pub queue_messages: IntGauge,
+    pub queue_records: IntGauge,
+    pub queue_bytes: IntGauge,
+    pub queue_disk_errors: IntCounter,
+    /// `result`: `applied`, `rejected`.
+    pub config_reloads: IntCounterVec,
     /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`, `mqtt_client_stopped`,
-    /// `frame_too_long`, `bad_length_field`.
+    /// `frame_too_long`, `bad_length_field`, `queue_full_drop_oldest`, `queue_full_drop_newest`
+    /// (publishes).
     pub dropped: IntCounterVec,
     /// `outcome`: `sent`, `answered`, `timed_out`.
     pub attribute_requests: IntCounterVec,
@@ -72,7 +82,7 @@ impl Metrics {
         let publish_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "socket_connector_publish_latency_seconds",
-                "Time from reading a device message to handing its datapoints to the MQTT client.",
+                "Time from reading a device message to queueing its datapoints for ThingsBoard.",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -80,6 +90,18 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(publish_latency.clone()))
+            .expect("unique metric");
+        let publish_ack_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "socket_connector_publish_ack_latency_seconds",
+                "Time from sending a queued publish to ThingsBoard's acknowledgement.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(publish_ack_latency.clone()))
             .expect("unique metric");
         Self {
             connections_open: gauge(
@@ -96,6 +118,12 @@ impl Metrics {
                 &r,
                 "socket_connector_connections_rejected_total",
                 "Device TCP connections closed at once, by reason.",
+                "reason",
+            ),
+            connections_closed: counter_vec(
+                &r,
+                "socket_connector_connections_closed_total",
+                "Device TCP connections closed by the connector because a limit was hit, by reason.",
                 "reason",
             ),
             datagrams_rejected: counter(
@@ -143,10 +171,32 @@ impl Metrics {
                 "MQTT sessions re-established after a loss.",
             ),
             publish_latency,
+            publish_ack_latency,
             queue_messages: gauge(
                 &r,
                 "socket_connector_queue_messages",
                 "Converted messages waiting to be published.",
+            ),
+            queue_records: gauge(
+                &r,
+                "socket_connector_queue_records",
+                "Publishes in the uplink queue, not yet acknowledged by ThingsBoard.",
+            ),
+            queue_bytes: gauge(
+                &r,
+                "socket_connector_queue_bytes",
+                "Payload bytes in the uplink queue, not yet acknowledged by ThingsBoard.",
+            ),
+            queue_disk_errors: counter(
+                &r,
+                "socket_connector_queue_disk_errors_total",
+                "Records the disk queue failed to write or delete (kept in memory).",
+            ),
+            config_reloads: counter_vec(
+                &r,
+                "socket_connector_config_reloads_total",
+                "Configuration reloads, by result.",
+                "result",
             ),
             dropped: counter_vec(
                 &r,

@@ -15,11 +15,13 @@ use tracing::{info, warn};
 use crate::config::{ConnectorConfig, SocketKind, SocketMode};
 use crate::downlink::{Downlink, DownlinkContext, LastValues};
 use crate::http::{self, Health};
+use crate::queue::{Queue, QueueSettings};
 use crate::report::ReportStrategy;
 use crate::router::Router;
 use crate::thingsboard::limits::SessionLimits;
+use crate::thingsboard::session::Session;
 use crate::thingsboard::uplink::Uplink;
-use crate::thingsboard::{link, remote_logs, MqttSettings};
+use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
 use crate::transport::{self, client, DeviceLinks, Ingest};
 
 /// Gateway-wide settings, what `tb_gateway.json` holds for the ThingsBoard gateway.
@@ -32,6 +34,8 @@ pub struct GatewaySettings {
     pub connector_name: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; none when absent.
     pub metrics_address: Option<SocketAddr>,
+    /// The uplink queue between conversion and ThingsBoard.
+    pub queue: QueueSettings,
 }
 
 /// Name used when neither the config nor the settings give one.
@@ -69,6 +73,8 @@ impl Connector {
             .unwrap_or_else(|| DEFAULT_CONNECTOR_NAME.to_owned())
             .into();
 
+        // First, so that a queue directory another process holds fails the start.
+        let uplink_queue = Queue::open(settings.queue.clone())?;
         let (stop, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         if let Some(address) = settings.metrics_address {
@@ -148,20 +154,25 @@ impl Connector {
         }
 
         let (client, event_loop) = link::client(&settings.mqtt);
-        let (events, events_rx) = mpsc::unbounded_channel();
+        let (publisher, direct) = Publisher::channel();
         let (downlink_events, downlink_rx) = mpsc::unbounded_channel();
-        let link = tokio::spawn(link::drive(
-            event_loop,
-            settings.mqtt.clone(),
-            events,
-            downlink_events,
-            health,
-            stop_rx,
-        ));
-        let last_values = Arc::new(LastValues::default());
         let (limits, limits_rx) = watch::channel(SessionLimits::default());
-        let downlink = Downlink::new(DownlinkContext {
+        let session = Session {
             client: client.clone(),
+            event_loop,
+            settings: settings.mqtt.clone(),
+            queue: uplink_queue.clone(),
+            direct,
+            downlink: downlink_events,
+            limits: limits_rx.clone(),
+            health,
+            stop: stop_rx,
+        };
+        let link = tokio::spawn(session.run());
+        let last_values = Arc::new(LastValues::default());
+        let downlink = Downlink::new(DownlinkContext {
+            client,
+            publisher: publisher.clone(),
             router,
             config: Arc::new(config.clone()),
             links,
@@ -172,7 +183,7 @@ impl Connector {
         tokio::spawn(downlink.run(downlink_rx, requests_rx));
         if let Some(logs) = crate::logging::remote::take() {
             tokio::spawn(remote_logs::run(
-                client.clone(),
+                publisher,
                 settings.mqtt.qos,
                 connector_name.clone(),
                 settings.mqtt.max_payload,
@@ -181,14 +192,13 @@ impl Connector {
             ));
         }
         let uplink = Uplink::new(
-            client,
-            settings.mqtt.qos,
+            uplink_queue,
             settings.mqtt.max_payload,
             connector_name,
             last_values,
             limits_rx,
         );
-        let uplink = tokio::spawn(uplink.run(queue_rx, events_rx));
+        let uplink = tokio::spawn(uplink.run(queue_rx));
         Ok(Self {
             local_addr,
             stop,

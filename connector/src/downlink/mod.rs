@@ -25,6 +25,7 @@ use crate::metrics::metrics;
 use crate::router::Router;
 use crate::thingsboard::api::topic;
 use crate::thingsboard::limits::{self, SessionLimits};
+use crate::thingsboard::Publisher;
 use crate::transport::DeviceLinks;
 use messages::{AttributeResponse, AttributeUpdate, Incoming};
 
@@ -88,7 +89,10 @@ struct PendingRequest {
 /// Everything a downlink action needs, shared with the RPC tasks it spawns.
 #[derive(Clone)]
 pub struct DownlinkContext {
+    /// Subscriptions.
     pub client: AsyncClient,
+    /// Publishes (requests and replies), through the session.
+    pub publisher: Publisher,
     pub router: Arc<Router>,
     pub config: Arc<ConnectorConfig>,
     pub links: Arc<DeviceLinks>,
@@ -150,13 +154,13 @@ impl Downlink {
             topic::GATEWAY_RPC_REQUEST_PREFIX,
             limits::REQUEST_ID
         );
-        if let Err(error) = self
+        if !self
             .context
-            .client
-            .publish(request, QoS::AtLeastOnce, false, limits::REQUEST)
+            .publisher
+            .publish(request, QoS::AtLeastOnce, limits::REQUEST)
             .await
         {
-            warn!(%error, "getSessionLimits request not sent");
+            warn!("getSessionLimits request not sent: the session ended");
         }
     }
 
@@ -215,18 +219,17 @@ impl Downlink {
         count(&metrics().attribute_requests, "sent");
         debug!(id, device = %device.converter.device.name, keys = ?request.keys, "attribute request");
         // Fixed QoS 1, as ThingsBoard's gateway.
-        if let Err(error) = self
+        if !self
             .context
-            .client
+            .publisher
             .publish(
                 topic::ATTRIBUTES_REQUEST,
                 QoS::AtLeastOnce,
-                false,
                 payload.to_string(),
             )
             .await
         {
-            warn!(%error, "attribute request not sent");
+            warn!("attribute request not sent: the session ended");
         }
     }
 

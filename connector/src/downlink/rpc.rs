@@ -89,12 +89,12 @@ fn count(outcome: Option<&RpcOutcome>) {
 }
 
 async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {
-    if let Err(error) = context
-        .client
-        .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+    if !context
+        .publisher
+        .publish(topic, QoS::AtLeastOnce, payload.to_string())
         .await
     {
-        warn!(topic, %error, "RPC reply not sent");
+        warn!(topic, "RPC reply not sent: the session ended");
     }
 }
 

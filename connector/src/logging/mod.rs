@@ -55,3 +55,44 @@ pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
         .with(remote::layer(remote_logging))
         .try_init();
 }
+
+/// Warnings of one kind (and one peer) are logged at most once per this interval.
+pub const WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs a warning at most once per `key` and [`WARN_INTERVAL`], saying how many were suppressed
+/// since, so that a flood of bad input or a full queue cannot flood the log. Keys name the kind
+/// and, for device-side events, the peer (`"limit:10.0.0.7"`); counters are kept by metrics.
+pub fn warn_throttled(key: &str, message: std::fmt::Arguments<'_>) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+    let now = Instant::now();
+    let suppressed = {
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = last.get_or_insert_with(HashMap::new);
+        if last.len() > 4096 {
+            last.retain(|_, (at, _)| now.duration_since(*at) < WARN_INTERVAL);
+        }
+        match last.get_mut(key) {
+            Some((at, suppressed)) if now.duration_since(*at) < WARN_INTERVAL => {
+                *suppressed += 1;
+                return;
+            }
+            Some((at, suppressed)) => {
+                *at = now;
+                std::mem::take(suppressed)
+            }
+            None => {
+                last.insert(key.to_owned(), (now, 0));
+                0
+            }
+        }
+    };
+    if suppressed > 0 {
+        tracing::warn!(suppressed, "{message}");
+    } else {
+        tracing::warn!("{message}");
+    }
+}

@@ -116,17 +116,28 @@ impl UplinkBatch {
         let fragments = self.devices.iter().flat_map(|(name, data)| {
             data.attributes
                 .iter()
-                .map(move |(key, value)| (&**name, format!("{}:{}", quote(key), value)))
+                .map(move |(key, value)| (&**name, format!("{}:{}", quote(key), value), 1))
         });
         pack(fragments, ('{', '}'), max_payload)
+            .into_iter()
+            .map(|(payload, _)| payload)
+            .collect()
     }
 
     /// `v1/gateway/telemetry` payloads: `{"Device A":[{"ts":1,"values":{"k":"v"}}]}`.
     pub fn telemetry_payloads(&self, max_payload: usize) -> Vec<Vec<u8>> {
+        self.telemetry_packs(max_payload)
+            .into_iter()
+            .map(|(payload, _)| payload)
+            .collect()
+    }
+
+    /// [`Self::telemetry_payloads`] with the number of datapoints in each.
+    pub fn telemetry_packs(&self, max_payload: usize) -> Vec<(Vec<u8>, usize)> {
         let fragments = self.devices.iter().flat_map(|(name, data)| {
             data.telemetry.iter().map(move |(ts, values)| {
                 let entry = json!({"ts": ts, "values": values});
-                (&**name, entry.to_string())
+                (&**name, entry.to_string(), values.len())
             })
         });
         pack(fragments, ('[', ']'), max_payload)
@@ -137,18 +148,19 @@ fn quote(text: &str) -> String {
     Value::from(text).to_string()
 }
 
-/// Packs `(device, fragment)` pairs into `{"device":<open>fragment,fragment<close>,...}` payloads of
+/// Packs `(device, fragment, datapoints)` into `{"device":<open>fragment,fragment<close>,...}` payloads of
 /// at most `max_payload` bytes. Consecutive fragments of a device share its entry; a fragment too
 /// large for any payload still goes alone (ThingsBoard then rejects that one message, not the rest).
 fn pack<'a>(
-    fragments: impl Iterator<Item = (&'a str, String)>,
+    fragments: impl Iterator<Item = (&'a str, String, usize)>,
     (open, close): (char, char),
     max_payload: usize,
-) -> Vec<Vec<u8>> {
+) -> Vec<(Vec<u8>, usize)> {
     let mut payloads = Vec::new();
     let mut current = String::new();
+    let mut current_datapoints = 0;
     let mut current_device: Option<&str> = None;
-    for (device, fragment) in fragments {
+    for (device, fragment, datapoints) in fragments {
         let same_device = current_device == Some(device);
         let device_key = quote(device);
         // Bytes appended: a comma after the previous fragment, or for another device the
@@ -162,7 +174,10 @@ fn pack<'a>(
         if !current.is_empty() && current.len() + added + 2 > max_payload {
             current.push(close);
             current.push('}');
-            payloads.push(std::mem::take(&mut current).into_bytes());
+            payloads.push((
+                std::mem::take(&mut current).into_bytes(),
+                std::mem::take(&mut current_datapoints),
+            ));
             current_device = None;
         }
         if current.is_empty() {
@@ -180,12 +195,13 @@ fn pack<'a>(
             current.push(open);
         }
         current.push_str(&fragment);
+        current_datapoints += datapoints;
         current_device = Some(device);
     }
     if !current.is_empty() {
         current.push(close);
         current.push('}');
-        payloads.push(current.into_bytes());
+        payloads.push((current.into_bytes(), current_datapoints));
     }
     payloads
 }

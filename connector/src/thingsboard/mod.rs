@@ -1,10 +1,12 @@
-//! The ThingsBoard side: the gateway API payloads ([`api`]), the MQTT session with reconnects
-//! ([`link`]) and the task that turns converted data into publishes ([`uplink`]).
+//! The ThingsBoard side: the gateway API payloads ([`api`]), the MQTT client ([`link`]), the session that sends
+//! the queue and survives reconnects ([`session`]) and the task that turns converted data into publishes ([`uplink`]).
 
 pub mod api;
 pub mod limits;
 pub mod link;
 pub mod remote_logs;
+pub mod session;
 pub mod uplink;
 
-pub use link::{LinkEvent, MqttSettings};
+pub use link::MqttSettings;
+pub use session::Publisher;

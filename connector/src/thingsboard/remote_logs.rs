@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc::error::TryRecvError, watch};
 use tracing::warn;
 
 use super::api::topic;
+use super::Publisher;
 use crate::clock::now_ms;
 use crate::logging::remote::{self, RemoteLogs, RemoteRecord};
 
@@ -22,7 +23,7 @@ const ERRORS_INTERVAL: Duration = Duration::from_secs(5);
 const ERRORS_WINDOW: Duration = Duration::from_secs(60);
 
 pub async fn run(
-    client: AsyncClient,
+    publisher: Publisher,
     qos: QoS,
     connector_name: Arc<str>,
     max_payload: usize,
@@ -43,7 +44,7 @@ pub async fn run(
             _ = batches.tick(), if logs.records.is_some() => {
                 let batch = next_batch(&mut logs, &mut carry, &logs_key, max_payload);
                 let records = batch.len() as u64;
-                if records > 0 && client.try_publish(topic::GATEWAY_TELEMETRY, qos, false, Value::Array(batch).to_string()).is_err() {
+                if records > 0 && !publisher.try_publish(topic::GATEWAY_TELEMETRY, qos, Value::Array(batch).to_string()) {
                     remote::dropped().inc_by(records);
                 }
             }
@@ -51,7 +52,7 @@ pub async fn run(
                 let errors = logs.counters.errors.load(Ordering::Relaxed).saturating_sub(window_start);
                 if errors != last_reported {
                     let payload = json!([{"ts": now_ms(), "values": {&errors_key: errors}}]);
-                    if client.try_publish(topic::GATEWAY_TELEMETRY, qos, false, payload.to_string()).is_ok() {
+                    if publisher.try_publish(topic::GATEWAY_TELEMETRY, qos, payload.to_string()) {
                         last_reported = errors;
                     }
                 }
