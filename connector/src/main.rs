@@ -13,7 +13,7 @@ use socket_connector::queue::{Fsync, FullPolicy, QueueSettings, Storage};
 use socket_connector::report::ReportStrategy;
 use socket_connector::runtime::{shutdown_signal, Connector, GatewaySettings};
 use socket_connector::thingsboard::MqttSettings;
-use socket_connector::{demo, tools};
+use socket_connector::{demo, reload, tools};
 use tracing::{error, info, warn};
 
 /// ThingsBoard-compatible socket connector: devices talk raw TCP or UDP to it, it sends their
@@ -337,7 +337,14 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
             return ExitCode::from(1);
         }
     };
+    let (stop_reload, reload_stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(reload::watch(
+        args.config.clone(),
+        connector.reloader(),
+        reload_stop,
+    ));
     shutdown_signal().await;
+    let _ = stop_reload.send(true);
     info!("stopping");
     connector
         .shutdown(Duration::from_secs(args.shutdown_grace_seconds))

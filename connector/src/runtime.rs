@@ -15,13 +15,15 @@ use tracing::{info, warn};
 use crate::config::{ConnectorConfig, SocketKind, SocketMode};
 use crate::downlink::{Downlink, DownlinkContext, LastValues};
 use crate::http::{self, Health};
+use crate::live::Live;
 use crate::queue::{Queue, QueueSettings};
+use crate::reload::Reloader;
 use crate::report::ReportStrategy;
-use crate::router::Router;
 use crate::thingsboard::limits::SessionLimits;
 use crate::thingsboard::session::Session;
 use crate::thingsboard::uplink::Uplink;
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
+use crate::transport::limits::ConnectionLimits;
 use crate::transport::{self, client, DeviceLinks, Ingest};
 
 /// Gateway-wide settings, what `tb_gateway.json` holds for the ThingsBoard gateway.
@@ -52,6 +54,7 @@ pub struct Connector {
     listener: JoinHandle<()>,
     uplink: JoinHandle<()>,
     link: JoinHandle<()>,
+    reloader: Reloader,
 }
 
 impl Connector {
@@ -61,7 +64,7 @@ impl Connector {
         config: &ConnectorConfig,
         settings: GatewaySettings,
     ) -> anyhow::Result<Self> {
-        let router = Arc::new(Router::new(config, settings.report_strategy));
+        let live = Arc::new(Live::new(config.clone(), settings.report_strategy));
         let socket = &config.socket;
         let address = transport::bind_address(&socket.address, socket.port)
             .await
@@ -86,9 +89,10 @@ impl Connector {
         let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
         let (requests, requests_rx) = mpsc::channel(ATTRIBUTE_REQUEST_CAPACITY);
         health.watch_queue(&queue);
-        let links = Arc::new(DeviceLinks::new(socket.kind, router.devices().len()));
+        let links = Arc::new(DeviceLinks::new(socket.kind, config.devices.len()));
+        let limits = ConnectionLimits::from_config(socket);
         let ingest = Ingest {
-            router: router.clone(),
+            live: live.clone(),
             queue,
             requests,
             links: links.clone(),
@@ -115,6 +119,7 @@ impl Connector {
                     reconnect_delay: Duration::from_millis(
                         socket.reconnect_delay_ms.unwrap_or(500).max(10),
                     ),
+                    idle_timeout: limits.idle_timeout,
                 };
                 (
                     tokio::spawn(client::run(settings, ingest, stop_rx.clone())),
@@ -134,7 +139,7 @@ impl Connector {
                     .await
                     .with_context(|| format!("cannot listen on TCP {address}"))?;
                 let local = listener.local_addr()?;
-                let serve = transport::tcp::serve(listener, ingest, tls, stop_rx.clone());
+                let serve = transport::tcp::serve(listener, ingest, tls, limits, stop_rx.clone());
                 (tokio::spawn(serve), local)
             }
             SocketKind::Udp => {
@@ -173,9 +178,8 @@ impl Connector {
         let downlink = Downlink::new(DownlinkContext {
             client,
             publisher: publisher.clone(),
-            router,
-            config: Arc::new(config.clone()),
-            links,
+            live: live.clone(),
+            links: links.clone(),
             last_values: last_values.clone(),
             connector_name: connector_name.clone(),
             limits,
@@ -205,7 +209,13 @@ impl Connector {
             listener,
             uplink,
             link,
+            reloader: Reloader::new(live, links),
         })
+    }
+
+    /// Applies new configurations to the running connector (hot reload).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The bound device socket (useful with port 0).

@@ -159,6 +159,11 @@ impl ConnectorProcess {
         }
     }
 
+    /// The `socket.json` the connector runs with (rewrite it to test hot reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("socket.json")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -96,6 +96,18 @@ pub struct SocketConfig {
     /// Extension: TLS for device connections (TCP server mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Extension, TCP server: most device connections open at once; further ones are closed
+    /// when accepted and counted. Default: no limit (as ThingsBoard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Extension, TCP server: most connections open at once from one IP address. Default: no
+    /// limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_peer: Option<u32>,
+    /// Extension, TCP: a connection that sends nothing for this many milliseconds is closed.
+    /// Default: never (as ThingsBoard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// TLS settings of the device listener (PEM files).

@@ -5,7 +5,7 @@
 pub mod expression;
 pub mod messages;
 pub mod python;
-mod rpc;
+pub mod rpc;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,10 +19,10 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::config::{AttributeScope, ConnectorConfig};
+use crate::config::AttributeScope;
 use crate::convert::{text, ConvertedData};
+use crate::live::Live;
 use crate::metrics::metrics;
-use crate::router::Router;
 use crate::thingsboard::api::topic;
 use crate::thingsboard::limits::{self, SessionLimits};
 use crate::thingsboard::Publisher;
@@ -32,8 +32,8 @@ use messages::{AttributeResponse, AttributeUpdate, Incoming};
 /// An attribute request found in a device message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttributeRequest {
-    /// Index of the device in the router.
-    pub device: usize,
+    /// The device's ThingsBoard name.
+    pub device: Arc<str>,
     /// The connection that asked; the response goes back to it.
     pub peer: SocketAddr,
     pub scope: AttributeScope,
@@ -81,7 +81,7 @@ impl LastValues {
 }
 
 struct PendingRequest {
-    device: usize,
+    device: Arc<str>,
     peer: SocketAddr,
     sent: Instant,
 }
@@ -93,8 +93,8 @@ pub struct DownlinkContext {
     pub client: AsyncClient,
     /// Publishes (requests and replies), through the session.
     pub publisher: Publisher,
-    pub router: Arc<Router>,
-    pub config: Arc<ConnectorConfig>,
+    /// The current configuration and device table (hot reloads replace them).
+    pub live: Arc<Live>,
     pub links: Arc<DeviceLinks>,
     pub last_values: Arc<LastValues>,
     /// Connector name: `socket_<method>` on the gateway device addresses this connector.
@@ -189,14 +189,11 @@ impl Downlink {
     }
 
     async fn request_attributes(&mut self, request: AttributeRequest) {
-        let Some(device) = self.context.router.device(request.device) else {
-            return;
-        };
         let id = self.next_request_id;
         self.next_request_id += 1;
         let payload = json!({
             "keys": request.keys,
-            "device": &*device.converter.device.name,
+            "device": &*request.device,
             "client": request.scope == AttributeScope::Client,
             "id": id,
         });
@@ -211,13 +208,13 @@ impl Downlink {
         self.pending.insert(
             id,
             PendingRequest {
-                device: request.device,
+                device: request.device.clone(),
                 peer: request.peer,
                 sent: Instant::now(),
             },
         );
         count(&metrics().attribute_requests, "sent");
-        debug!(id, device = %device.converter.device.name, keys = ?request.keys, "attribute request");
+        debug!(id, device = %request.device, keys = ?request.keys, "attribute request");
         // Fixed QoS 1, as ThingsBoard's gateway.
         if !self
             .context
@@ -244,7 +241,7 @@ impl Downlink {
         };
         count(&metrics().attribute_requests, "answered");
         let bytes = python::json_dumps(&response.value).into_bytes();
-        let name = self.device_name(pending.device);
+        let name = &pending.device;
         match self
             .context
             .links
@@ -264,7 +261,7 @@ impl Downlink {
             if now.duration_since(pending.sent) < ATTRIBUTE_REQUEST_TIMEOUT {
                 break;
             }
-            let device = self.device_name(pending.device);
+            let device = pending.device.clone();
             self.pending.shift_remove_index(0);
             count(&metrics().attribute_requests, "timed_out");
             warn!(id, device = %device, "attribute request timed out after 20 s without an answer from ThingsBoard");
@@ -273,11 +270,12 @@ impl Downlink {
 
     /// Shared attribute changed in ThingsBoard: write each configured one to the device.
     async fn update_attributes(&mut self, update: AttributeUpdate) {
-        let Some(index) = self.context.router.find(&update.device) else {
+        let snapshot = self.context.live.load();
+        let Some(index) = snapshot.router.find(&update.device) else {
             warn!(device = %update.device, "attribute update for a device this connector does not have");
             return;
         };
-        let Some(device) = self.context.config.devices.get(index) else {
+        let Some(device) = snapshot.config.devices.get(index) else {
             return;
         };
         for entry in &device.attribute_updates {
@@ -306,14 +304,6 @@ impl Downlink {
                 }
             }
         }
-    }
-
-    fn device_name(&self, index: usize) -> String {
-        self.context
-            .router
-            .device(index)
-            .map(|d| d.converter.device.name.to_string())
-            .unwrap_or_default()
     }
 }
 

@@ -100,13 +100,14 @@ async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {
 
 /// `None`: the write succeeded and the method does not want a response.
 async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Option<RpcOutcome> {
-    let Some(index) = context.router.find(&request.device) else {
+    let snapshot = context.live.load();
+    let Some(index) = snapshot.router.find(&request.device) else {
         return Some(RpcOutcome::Error(format!(
             "device {:?} is not configured in this connector",
             request.device
         )));
     };
-    let device = context.config.devices.get(index)?;
+    let device = snapshot.config.devices.get(index)?;
     let Some(entry) = device
         .server_side_rpc
         .iter()
@@ -208,7 +209,7 @@ async fn set(context: &DownlinkContext, params: &Value) -> RpcOutcome {
     match context.links.write_to_peer(peer, bytes.clone()).await {
         Ok(()) => RpcOutcome::Result(json!("ok")),
         Err(DownlinkError::NoConnection { .. })
-            if context.config.socket.kind == SocketKind::Tcp =>
+            if context.live.load().config.socket.kind == SocketKind::Tcp =>
         {
             write_outbound(peer, &bytes).await
         }
@@ -235,7 +236,7 @@ async fn write_outbound(peer: SocketAddr, bytes: &[u8]) -> RpcOutcome {
 
 /// `key=value` pairs of a `set` string (pairs without exactly one `=`, or with an empty side,
 /// are skipped, as in ThingsBoard), or the string fields of an object.
-fn set_fields(params: &Value) -> Vec<(String, String)> {
+pub fn set_fields(params: &Value) -> Vec<(String, String)> {
     match params {
         Value::String(text) => text
             .split(';')
@@ -259,7 +260,7 @@ fn set_fields(params: &Value) -> Vec<(String, String)> {
 
 /// `socket_set` params start with the device name (`"Device1 ;address=...;port=...;value=..."`);
 /// `set` needs only the address part.
-fn strip_device_name(params: &Value) -> Value {
+pub fn strip_device_name(params: &Value) -> Value {
     match params {
         Value::String(text) => match text.split_once(';') {
             Some((head, rest)) if !head.contains('=') => Value::String(rest.to_owned()),

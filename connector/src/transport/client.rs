@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::Ingest;
+use super::{Ingest, PeerDevices};
 use crate::address_filter::peer_string;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +25,8 @@ pub struct ClientSettings {
     pub handshake: Option<Bytes>,
     pub poll: Option<(Bytes, Duration)>,
     pub reconnect_delay: Duration,
+    /// `idleTimeoutMs`: reconnect when the device server goes silent this long.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Keeps a connection to the device server until `stop`.
@@ -83,7 +85,7 @@ async fn serve_connection(
         return;
     };
     let peer_text = peer_string(peer);
-    let devices = ingest.router.matching(&peer_text);
+    let devices = PeerDevices::matching(&ingest.live, peer);
     if devices.is_empty() {
         warn!(peer = %peer_text, "connected, but no device's address filter matches the device server; closing");
         return;
@@ -107,7 +109,15 @@ async fn serve_connection(
             }
         })
     });
-    super::tcp::connection(stream, peer, devices, ingest.clone(), stop.clone()).await;
+    super::tcp::connection(
+        stream,
+        peer,
+        devices,
+        ingest.clone(),
+        settings.idle_timeout,
+        stop.clone(),
+    )
+    .await;
     if let Some(poller) = poller {
         poller.abort();
     }

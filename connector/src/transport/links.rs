@@ -75,6 +75,17 @@ impl DeviceLinks {
         }
     }
 
+    /// After a reload: device `i` of the new table is `old_index[i]` of the old one (matched by
+    /// name), so downlink keeps going to where each device last sent from.
+    pub fn reindex(&self, old_index: &[Option<usize>]) {
+        let mut last = lock(&self.last_peer);
+        let renumbered = old_index
+            .iter()
+            .map(|old| old.and_then(|i| last.get(i).copied().flatten()))
+            .collect();
+        *last = renumbered;
+    }
+
     pub fn register_tcp(&self, peer: SocketAddr, writer: mpsc::Sender<WriteRequest>) {
         lock(&self.tcp).insert(peer, writer);
     }

@@ -3,6 +3,7 @@
 //! address filters, converted, and handed to the uplink queue.
 
 pub mod client;
+pub mod limits;
 pub mod links;
 pub mod tcp;
 pub mod tls;
@@ -35,14 +36,15 @@ use crate::clock::now_ms;
 use crate::convert::ConvertedData;
 use crate::downlink::AttributeRequest;
 use crate::framing::{FrameError, FramingConfig};
+use crate::live::{Live, Snapshot};
 use crate::metrics::metrics;
-use crate::router::Router;
+use crate::router::{DeviceSet, Router};
 
-/// What the listeners feed: the device table, the uplink queue, the attribute-request queue and
-/// the downlink routes.
+/// What the listeners feed: the device table (replaced by hot reloads), the uplink queue, the
+/// attribute-request queue and the downlink routes.
 #[derive(Clone)]
 pub struct Ingest {
-    pub router: Arc<Router>,
+    pub live: Arc<Live>,
     pub queue: mpsc::Sender<ConvertedData>,
     pub requests: mpsc::Sender<AttributeRequest>,
     pub links: Arc<DeviceLinks>,
@@ -59,19 +61,66 @@ pub fn frame_rejected(error: &FrameError, peer: &str, log: bool) {
     }
 }
 
+/// The devices one peer feeds, matched against one generation of the configuration; matched
+/// again when a reload installs a new one, so connections survive reloads.
+pub struct PeerDevices {
+    snapshot: Arc<Snapshot>,
+    devices: DeviceSet,
+    peer_text: String,
+}
+
+impl PeerDevices {
+    pub fn matching(live: &Live, peer: SocketAddr) -> Self {
+        let snapshot = live.load();
+        let peer_text = crate::address_filter::peer_string(peer);
+        let devices = snapshot.router.matching(&peer_text);
+        Self {
+            snapshot,
+            devices,
+            peer_text,
+        }
+    }
+
+    /// Re-matches after a reload; false when no device matches the peer any more.
+    pub fn refresh(&mut self, live: &Live) -> bool {
+        if live.generation() != self.snapshot.generation {
+            self.snapshot = live.load();
+            self.devices = self.snapshot.router.matching(&self.peer_text);
+        }
+        !self.devices.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.snapshot.router
+    }
+
+    pub fn devices(&self) -> &[usize] {
+        &self.devices
+    }
+
+    pub fn peer_text(&self) -> &str {
+        &self.peer_text
+    }
+}
+
 impl Ingest {
     /// Handles one message from `peer` for the devices of `set`: an RPC waiting for the device's
     /// answer takes it; otherwise each device turns it into an attribute request or data.
     /// Waits while the uplink queue is full, which stops reading from the socket: TCP
     /// backpressure. Returns false once the queue is closed (shutdown).
-    pub async fn deliver(&self, peer: SocketAddr, set: &[usize], message: &[u8]) -> bool {
+    pub async fn deliver(&self, peer: SocketAddr, matched: &PeerDevices, message: &[u8]) -> bool {
         if self.links.deliver_reply(peer, message) {
             return true;
         }
+        let set = matched.devices();
         self.links.seen(set, peer);
         let ts = now_ms();
         for &index in set {
-            let Some(device) = self.router.device(index) else {
+            let Some(device) = matched.router().device(index) else {
                 continue;
             };
             if !device.accepts(message) {
@@ -84,7 +133,7 @@ impl Ingest {
                 if !requests.is_empty() {
                     for (scope, keys) in requests {
                         let request = AttributeRequest {
-                            device: index,
+                            device: device.converter.device.name.clone(),
                             peer,
                             scope,
                             keys,

@@ -2,6 +2,7 @@
 //! optionally over TLS.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -9,14 +10,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use super::limits::{ConnectionLimits, OpenConnections};
 use super::links::WriteRequest;
-use super::{frame_rejected, Ingest};
+use super::{frame_rejected, Ingest, PeerDevices};
 use crate::address_filter::peer_string;
 use crate::framing::OnOversize;
+use crate::logging::warn_throttled;
 use crate::metrics::metrics;
-use crate::router::DeviceSet;
 
 /// Downlink writes queued per connection before writers wait.
 const WRITE_QUEUE: usize = 64;
@@ -29,36 +31,56 @@ pub async fn serve(
     listener: TcpListener,
     ingest: Ingest,
     tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut open = OpenConnections::default();
     let connection_stop = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let peer_text = peer_string(peer);
-                    let devices = ingest.router.matching(&peer_text);
+                    let devices = PeerDevices::matching(&ingest.live, peer);
                     if devices.is_empty() {
                         metrics().connections_rejected.with_label_values(&["no_matching_device"]).inc();
-                        info!(peer = %peer_text, "connection closed: no device's address filter matches this peer");
+                        info!(peer = %devices.peer_text(), "connection closed: no device's address filter matches this peer");
+                        continue;
+                    }
+                    if let Err(refusal) = open.admit(&limits, peer.ip()) {
+                        metrics().connections_rejected.with_label_values(&[refusal.reason()]).inc();
+                        warn_throttled(
+                            &format!("{}:{}", refusal.reason(), peer.ip()),
+                            format_args!("connection from {} closed: {} reached ({} open)", devices.peer_text(), refusal.reason(), open.total()),
+                        );
                         continue;
                     }
                     metrics().connections_accepted.inc();
-                    debug!(peer = %peer_text, "new connection established");
+                    debug!(peer = %devices.peer_text(), "new connection established");
                     let (ingest, stop) = (ingest.clone(), connection_stop.clone());
+                    let idle = limits.idle_timeout;
                     match tls.clone() {
-                        None => connections.spawn(connection(stream, peer, devices, ingest, stop)),
-                        Some(acceptor) => connections.spawn(tls_connection(acceptor, stream, peer, devices, ingest, stop)),
+                        None => connections.spawn(async move {
+                            connection(stream, peer, devices, ingest, idle, stop).await;
+                            peer.ip()
+                        }),
+                        Some(acceptor) => connections.spawn(async move {
+                            tls_connection(acceptor, stream, peer, devices, ingest, idle, stop).await;
+                            peer.ip()
+                        }),
                     };
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accepting a TCP connection failed");
+                    warn_throttled("tcp_accept", format_args!("accepting a TCP connection failed: {error}"));
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            Some(_) = connections.join_next() => {}
+            Some(closed) = connections.join_next() => {
+                if let Ok(ip) = closed {
+                    open.release(ip);
+                }
+            }
             _ = crate::stop::stopped(&mut stop) => break,
         }
     }
@@ -70,14 +92,15 @@ async fn tls_connection(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
-    devices: DeviceSet,
+    devices: PeerDevices,
     ingest: Ingest,
+    idle_timeout: Option<Duration>,
     stop: watch::Receiver<bool>,
 ) {
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let (reader, writer) = tokio::io::split(stream);
-            serve_connection(reader, writer, peer, devices, ingest, stop).await;
+            serve_connection(reader, writer, peer, devices, ingest, idle_timeout, stop).await;
         }
         Ok(Err(error)) => {
             metrics()
@@ -99,20 +122,22 @@ async fn tls_connection(
 pub(crate) async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    devices: DeviceSet,
+    devices: PeerDevices,
     ingest: Ingest,
+    idle_timeout: Option<Duration>,
     stop: watch::Receiver<bool>,
 ) {
     let (reader, writer) = stream.into_split();
-    serve_connection(reader, writer, peer, devices, ingest, stop).await;
+    serve_connection(reader, writer, peer, devices, ingest, idle_timeout, stop).await;
 }
 
 async fn serve_connection<R, W>(
     mut reader: R,
     writer: W,
     peer: SocketAddr,
-    devices: DeviceSet,
+    mut devices: PeerDevices,
     ingest: Ingest,
+    idle_timeout: Option<Duration>,
     mut stop: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send,
@@ -143,7 +168,19 @@ async fn serve_connection<R, W>(
         let read = tokio::select! {
             read = limited.read_buf(&mut buffer) => read,
             _ = crate::stop::stopped(&mut stop) => break,
+            _ = idle(idle_timeout) => {
+                metrics().connections_closed.with_label_values(&["idle_timeout"]).inc();
+                warn_throttled(
+                    &format!("idle_timeout:{}", peer.ip()),
+                    format_args!("connection from {} closed: nothing received for {} ms (idleTimeoutMs)", devices.peer_text(), idle_timeout.unwrap_or_default().as_millis()),
+                );
+                break;
+            }
         };
+        if !devices.refresh(&ingest.live) {
+            info!(peer = %devices.peer_text(), "connection closed: after a configuration reload no device's address filter matches this peer");
+            break;
+        }
         match read {
             Ok(0) => {
                 debug!(peer = %peer_string(peer), "connection closed by peer");
@@ -166,7 +203,7 @@ async fn serve_connection<R, W>(
                         }
                         Ok(None) => break,
                         Err(error) => {
-                            frame_rejected(&error, &peer_string(peer), !logged_frame_error);
+                            frame_rejected(&error, devices.peer_text(), !logged_frame_error);
                             logged_frame_error = true;
                             if close_on_error {
                                 info!(peer = %peer_string(peer), "connection closed after a bad frame (onOversize: close)");
@@ -185,6 +222,15 @@ async fn serve_connection<R, W>(
     ingest.links.unregister_tcp(peer);
     writer.abort();
     open.dec();
+}
+
+/// Resolves after the idle timeout; never without one. Re-created for every read, so any data
+/// restarts it.
+async fn idle(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Writes downlink bytes in order and reports each outcome.

@@ -9,11 +9,10 @@ use tracing::{debug, warn};
 
 use bytes::BytesMut;
 
-use super::{frame_rejected, Ingest};
+use super::{frame_rejected, Ingest, PeerDevices};
 
 /// UDP has no connections: bad frames are logged at most this often.
 const FRAME_LOG_INTERVAL_MS: i64 = 10_000;
-use crate::address_filter::peer_string;
 use crate::metrics::metrics;
 
 /// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
@@ -29,11 +28,10 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
         };
         match received {
             Ok((n, peer)) => {
-                let peer_text = peer_string(peer);
-                let devices = ingest.router.matching(&peer_text);
+                let devices = PeerDevices::matching(&ingest.live, peer);
                 if devices.is_empty() {
                     metrics().datagrams_rejected.inc();
-                    debug!(peer = %peer_text, "datagram dropped: no device's address filter matches this peer");
+                    debug!(peer = %devices.peer_text(), "datagram dropped: no device's address filter matches this peer");
                     continue;
                 }
                 let datagram = &buffer[..n];
@@ -62,7 +60,7 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
                             if log {
                                 last_frame_log = now;
                             }
-                            frame_rejected(&error, &peer_text, log);
+                            frame_rejected(&error, devices.peer_text(), log);
                         }
                     }
                 }

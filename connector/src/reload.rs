@@ -1,0 +1,213 @@
+//! Hot reload: a new `socket.json` replaces the devices of the running connector without
+//! dropping device connections or the MQTT session. Triggered by SIGHUP and by a change of the
+//! file's content (polled, which also sees Kubernetes ConfigMap updates: those swap a symlink,
+//! which inotify-style watches on the file itself miss). An invalid file, or one that changes the
+//! `socket` section (which needs a new listener), is rejected and the running configuration kept.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{self, ConnectorConfig};
+use crate::live::Live;
+use crate::metrics::metrics;
+use crate::transport::DeviceLinks;
+
+/// How often the file is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What a reload changed, by device name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Top-level keys that changed but only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl ReloadSummary {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// Compares two configurations: `Err` when `new` cannot be applied to a running connector.
+pub fn plan(old: &ConnectorConfig, new: &ConnectorConfig) -> Result<ReloadSummary, String> {
+    if old.socket != new.socket {
+        return Err(
+            "the socket section changed (address, port, type, framing, TLS or limits); restart the connector to apply it"
+                .to_owned(),
+        );
+    }
+    let mut summary = ReloadSummary::default();
+    fn by_name(
+        config: &ConnectorConfig,
+    ) -> indexmap::IndexMap<String, &crate::config::DeviceConfig> {
+        config
+            .devices
+            .iter()
+            .map(|d| (d.device_name.clone(), d))
+            .collect()
+    }
+    let (before, after) = (by_name(old), by_name(new));
+    for (name, device) in &after {
+        match before.get(name) {
+            None => summary.added.push(name.clone()),
+            Some(previous) if previous != device => summary.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    summary.removed = before
+        .keys()
+        .filter(|name| !after.contains_key(*name))
+        .cloned()
+        .collect();
+    let restart_only: [(&'static str, bool); 3] = [
+        ("name", old.name != new.name),
+        ("logLevel", old.log_level != new.log_level),
+        (
+            "enableRemoteLogging",
+            old.enable_remote_logging != new.enable_remote_logging,
+        ),
+    ];
+    summary.needs_restart = restart_only
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(key, _)| key)
+        .collect();
+    Ok(summary)
+}
+
+/// Applies configurations to the running connector; cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    live: Arc<Live>,
+    links: Arc<DeviceLinks>,
+}
+
+impl Reloader {
+    pub fn new(live: Arc<Live>, links: Arc<DeviceLinks>) -> Self {
+        Self { live, links }
+    }
+
+    /// Installs `new` unless [`plan`] rejects it.
+    pub fn apply(&self, new: ConnectorConfig) -> Result<ReloadSummary, String> {
+        let current = self.live.load();
+        let summary = plan(&current.config, &new)?;
+        if summary.is_empty() && *current.config == new {
+            return Ok(summary);
+        }
+        let old_names: Vec<&str> = current
+            .config
+            .devices
+            .iter()
+            .map(|d| d.device_name.as_str())
+            .collect();
+        let old_index: Vec<Option<usize>> = new
+            .devices
+            .iter()
+            .map(|d| old_names.iter().position(|name| *name == d.device_name))
+            .collect();
+        self.live.replace(new);
+        self.links.reindex(&old_index);
+        Ok(summary)
+    }
+
+    /// Reads, checks and applies the file; logs and counts the outcome.
+    pub fn reload_file(&self, path: &std::path::Path) -> bool {
+        let loaded = match config::load_file(path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                return self.rejected(path, &format!("invalid configuration: {e}"));
+            }
+        };
+        for warning in &loaded.warnings {
+            warn!(file = %path.display(), "{warning}");
+        }
+        match self.apply(loaded.config) {
+            Ok(summary) => {
+                metrics()
+                    .config_reloads
+                    .with_label_values(&["applied"])
+                    .inc();
+                info!(
+                    file = %path.display(),
+                    added = ?summary.added,
+                    removed = ?summary.removed,
+                    changed = ?summary.changed,
+                    "configuration reloaded"
+                );
+                if !summary.needs_restart.is_empty() {
+                    warn!(keys = ?summary.needs_restart, "these settings changed but take effect only after a restart");
+                }
+                true
+            }
+            Err(reason) => self.rejected(path, &reason),
+        }
+    }
+
+    fn rejected(&self, path: &std::path::Path, reason: &str) -> bool {
+        metrics()
+            .config_reloads
+            .with_label_values(&["rejected"])
+            .inc();
+        error!(file = %path.display(), "configuration reload rejected, keeping the running one: {reason}");
+        false
+    }
+}
+
+/// Reloads on SIGHUP and whenever the file's content changes, until `stop`.
+pub async fn watch(path: PathBuf, reloader: Reloader, mut stop: watch::Receiver<bool>) {
+    let mut last = std::fs::read(&path).ok();
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hangup = hangup_signal();
+    loop {
+        let forced = tokio::select! {
+            _ = poll.tick() => false,
+            _ = next_hangup(&mut hangup) => true,
+            _ = crate::stop::stopped(&mut stop) => return,
+        };
+        let current = std::fs::read(&path).ok();
+        if forced || (current.is_some() && current != last) {
+            if forced {
+                info!(file = %path.display(), "SIGHUP: reloading the configuration");
+            }
+            reloader.reload_file(&path);
+            last = current;
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = Option<()>;
+
+fn hangup_signal() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+async fn next_hangup(hangup: &mut Hangup) {
+    #[cfg(unix)]
+    if let Some(signal) = hangup {
+        signal.recv().await;
+        return;
+    }
+    let _ = hangup;
+    std::future::pending::<()>().await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,84 @@
+use super::*;
+use crate::config::{load_str, SocketKind};
+use crate::report::ReportStrategy;
+use std::net::SocketAddr;
+
+fn config(devices: &str) -> ConnectorConfig {
+    let text = format!(
+        r#"{{"name": "C", "socket": {{"type": "TCP", "port": 50000}}, "devices": [{devices}]}}"#
+    );
+    load_str(&text).expect("valid config").config
+}
+
+const A: &str = r#"{"address": "*:*", "deviceName": "A", "telemetry": [{"key": "t", "byteFrom": 0, "byteTo": -1}]}"#;
+const A2: &str = r#"{"address": "*:*", "deviceName": "A", "telemetry": [{"key": "u", "byteFrom": 0, "byteTo": -1}]}"#;
+const B: &str = r#"{"address": "10.0.0.1:*", "deviceName": "B", "telemetry": [{"key": "t", "byteFrom": 0, "byteTo": -1}]}"#;
+
+#[test]
+fn plan_names_added_removed_and_changed_devices() {
+    let summary = plan(&config(A), &config(&format!("{A2},{B}"))).expect("applicable");
+    assert_eq!(summary.added, ["B"]);
+    assert_eq!(summary.changed, ["A"]);
+    assert!(summary.removed.is_empty());
+    let summary = plan(&config(&format!("{A},{B}")), &config(B)).expect("applicable");
+    assert_eq!(summary.removed, ["A"]);
+}
+
+#[test]
+fn a_changed_socket_section_is_rejected() {
+    let old = config(A);
+    let mut new = old.clone();
+    new.socket.port = 50001;
+    let error = plan(&old, &new).expect_err("socket changes need a restart");
+    assert!(error.contains("socket section changed"), "{error}");
+}
+
+#[test]
+fn restart_only_settings_are_reported() {
+    let old = config(A);
+    let mut new = old.clone();
+    new.log_level = Some(crate::config::LogLevel::Debug);
+    assert_eq!(plan(&old, &new).expect("plan").needs_restart, ["logLevel"]);
+}
+
+#[test]
+fn apply_swaps_the_device_table_and_keeps_downlink_targets_by_name() {
+    let live = Arc::new(Live::new(
+        config(&format!("{A},{B}")),
+        ReportStrategy::global(None),
+    ));
+    let links = Arc::new(DeviceLinks::new(SocketKind::Udp, 2));
+    let peer_a: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
+    let peer_b: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
+    links.seen(&[0], peer_a);
+    links.seen(&[1], peer_b);
+    let reloader = Reloader::new(live.clone(), links.clone());
+    // B moves to the front, A changes its key, C is new.
+    let c = A.replace("\"A\"", "\"C\"");
+    let summary = reloader
+        .apply(config(&format!("{B},{A2},{c}")))
+        .expect("applied");
+    assert_eq!(summary.added, ["C"]);
+    let snapshot = live.load();
+    assert_eq!(snapshot.generation, 1);
+    assert_eq!(snapshot.router.find("B"), Some(0));
+    assert_eq!(links.target(0).ok(), Some(peer_b), "B keeps its peer");
+    assert_eq!(links.target(1).ok(), Some(peer_a), "A keeps its peer");
+    assert!(links.target(2).is_err(), "C has not sent anything yet");
+}
+
+#[test]
+fn an_invalid_or_unchanged_file_keeps_the_running_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("socket.json");
+    let live = Arc::new(Live::new(config(A), ReportStrategy::global(None)));
+    let reloader = Reloader::new(live.clone(), Arc::new(DeviceLinks::new(SocketKind::Tcp, 1)));
+    std::fs::write(
+        &path,
+        r#"{"socket": {"port": "not a port"}, "devices": []}"#,
+    )
+    .expect("write");
+    assert!(!reloader.reload_file(&path));
+    assert_eq!(live.load().generation, 0);
+    assert_eq!(live.load().router.find("A"), Some(0));
+}
