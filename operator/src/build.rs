@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
-    ServiceSpec as CoreServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
+    ServiceSpec as CoreServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -21,7 +22,10 @@ use crate::validate::{Identity, Plan, DEFAULT_TB_PORT};
 pub const FIELD_MANAGER: &str = "socket-connector-operator";
 pub const CONFIG_FILE: &str = "socket.json";
 pub const CONFIG_DIR: &str = "/etc/socket-connector";
-pub const CONFIG_HASH_ANNOTATION: &str = "tbsc.io/config-hash";
+/// On the pod template: changes of what the connector cannot hot-reload roll the pods.
+pub const RESTART_HASH_ANNOTATION: &str = "tbsc.io/restart-hash";
+/// Where a persistent queue is mounted.
+pub const QUEUE_DIR: &str = "/var/lib/socket-connector/queue";
 pub const REPLICA_LABEL: &str = "tbsc.io/replica";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -96,6 +100,41 @@ pub fn config_map(sc: &SocketConnector, plan: &Plan) -> ConfigMap {
     }
 }
 
+pub fn queue_claim_name(sc: &SocketConnector, identity: &Identity) -> String {
+    format!("{}-queue", deployment_name(sc, identity))
+}
+
+/// One claim per identity when `spec.queue.persistence` is set: the queue of a gateway identity
+/// survives its pod.
+pub fn queue_claims(sc: &SocketConnector, plan: &Plan) -> Vec<PersistentVolumeClaim> {
+    let Some(persistence) = sc.spec.queue.as_ref().and_then(|q| q.persistence.as_ref()) else {
+        return Vec::new();
+    };
+    plan.identities
+        .iter()
+        .map(|identity| PersistentVolumeClaim {
+            metadata: metadata(
+                sc,
+                queue_claim_name(sc, identity),
+                &[(REPLICA_LABEL, identity.index.to_string())],
+            ),
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+                storage_class_name: persistence.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".to_owned(),
+                        Quantity(persistence.size.clone().unwrap_or_else(|| "2Gi".to_owned())),
+                    )])),
+                    ..VolumeResourceRequirements::default()
+                }),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            ..PersistentVolumeClaim::default()
+        })
+        .collect()
+}
+
 pub fn deployments(sc: &SocketConnector, plan: &Plan, defaults: &Defaults) -> Vec<Deployment> {
     plan.identities
         .iter()
@@ -139,6 +178,49 @@ fn deployment(
     if let Some(strategy) = &tb.report_strategy {
         args.push("--report-strategy".to_owned());
         args.push(serde_json::to_string(strategy).unwrap_or_default());
+    }
+    let queue = spec.queue.clone().unwrap_or_default();
+    let mut flag = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            args.push(format!("--{name}"));
+            args.push(value);
+        }
+    };
+    flag("queue-max-bytes", queue.max_bytes.map(|b| b.to_string()));
+    flag("queue-full-policy", queue.full_policy.clone());
+    flag("queue-fsync", queue.fsync.clone());
+    flag(
+        "queue-directory",
+        queue.persistence.as_ref().map(|_| QUEUE_DIR.to_owned()),
+    );
+    let mut volume_mounts = vec![VolumeMount {
+        name: "config".to_owned(),
+        mount_path: CONFIG_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "config".to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(sc),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if queue.persistence.is_some() {
+        volume_mounts.push(VolumeMount {
+            name: "queue".to_owned(),
+            mount_path: QUEUE_DIR.to_owned(),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "queue".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: queue_claim_name(sc, identity),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        });
     }
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -195,16 +277,14 @@ fn deployment(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".to_owned(),
-            mount_path: CONFIG_DIR.to_owned(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
     let annotations = BTreeMap::from([
-        (CONFIG_HASH_ANNOTATION.to_owned(), plan.config_hash.clone()),
+        (
+            RESTART_HASH_ANNOTATION.to_owned(),
+            plan.restart_hash.clone(),
+        ),
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         (
             "prometheus.io/port".to_owned(),
@@ -238,20 +318,15 @@ fn deployment(
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
+                        // The queue claim must be writable by the non-root user.
+                        fs_group: Some(65532),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_owned(),
                             ..SeccompProfile::default()
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    volumes: Some(vec![Volume {
-                        name: "config".to_owned(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: config_map_name(sc),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -333,6 +408,7 @@ pub fn children(sc: &SocketConnector, plan: &Plan, defaults: &Defaults) -> Vec<s
         value
     }
     let mut children = vec![typed(&config_map(sc, plan))];
+    children.extend(queue_claims(sc, plan).iter().map(typed));
     children.extend(deployments(sc, plan, defaults).iter().map(typed));
     children.push(typed(&service(sc, plan)));
     children

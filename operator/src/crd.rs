@@ -72,6 +72,43 @@ pub struct SocketConnectorSpec {
     /// Stop the connector (no pods) while keeping its configuration and Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// The uplink queue between the connector and ThingsBoard (default: 64 MiB in memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
+}
+
+/// What is kept while ThingsBoard is slow or away (docs/reliability.md).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// Most payload bytes queued (default 64 MiB in memory, 1 GiB with persistence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_bytes: Option<i64>,
+    /// When the queue is full: `block` (stop reading devices), `drop-oldest` or `drop-newest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["block", "drop-oldest", "drop-newest"]))]
+    pub full_policy: Option<String>,
+    /// When the disk queue is fsynced: `never`, `always` or an interval such as `1000ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(never|always|[1-9][0-9]*(ms)?)$"))]
+    pub fsync: Option<String>,
+    /// Keep the queue on a PersistentVolumeClaim per connector pod, replayed after restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<PersistenceSpec>,
+}
+
+/// The claim each connector pod keeps its queue on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistenceSpec {
+    /// Size of each claim (default 2Gi); keep `maxBytes` well below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
+    pub size: Option<String>,
+    /// StorageClass of the claims (default: the cluster's default class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
 }
 
 /// The ThingsBoard MQTT endpoint and the gateway device credentials.

@@ -58,3 +58,18 @@ pub fn paused_spec() -> SocketConnectorSpec {
     spec.paused = Some(true);
     spec
 }
+
+/// The TCP connector with a persistent queue that drops the oldest records when full.
+pub fn persistent_queue_spec() -> SocketConnectorSpec {
+    let mut spec = tcp_spec();
+    spec.queue = Some(crate::crd::QueueSpec {
+        max_bytes: Some(512 << 20),
+        full_policy: Some("drop-oldest".to_owned()),
+        fsync: Some("always".to_owned()),
+        persistence: Some(crate::crd::PersistenceSpec {
+            size: Some("1Gi".to_owned()),
+            storage_class_name: Some("fast-ssd".to_owned()),
+        }),
+    });
+    spec
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use sha2::{Digest, Sha256};
 use socket_connector::config::{self, ConnectorConfig, SocketKind};
 
-use crate::crd::{SecretKeyRef, SocketConnectorSpec};
+use crate::crd::{QueueSpec, SecretKeyRef, SocketConnectorSpec};
 
 pub const DEFAULT_METRICS_PORT: i32 = 9100;
 pub const DEFAULT_TB_PORT: i32 = 1883;
@@ -29,6 +29,9 @@ pub enum SpecError {
     /// More replicas than access tokens (the CRD's CEL rule normally stops this first).
     #[error("replicas is {replicas} but only {tokens} access token(s) are given; add thingsboard.additionalAccessTokens")]
     NotEnoughAccessTokens { replicas: usize, tokens: usize },
+    /// Queue settings the connector would refuse (the CRD schema normally stops these first).
+    #[error("spec.queue.{0}")]
+    InvalidQueue(String),
 }
 
 impl SpecError {
@@ -37,6 +40,7 @@ impl SpecError {
             Self::InvalidConfig(_) => "InvalidConfig",
             Self::DuplicateAccessToken { .. } => "DuplicateAccessToken",
             Self::NotEnoughAccessTokens { .. } => "NotEnoughAccessTokens",
+            Self::InvalidQueue(_) => "InvalidQueue",
         }
     }
 }
@@ -54,8 +58,12 @@ pub struct Identity {
 pub struct Plan {
     /// The `socket.json` the pods read.
     pub config_json: String,
-    /// `sha256:<hex>` of `config_json` and everything else that must roll the pods.
+    /// `sha256:<hex>` of `config_json` and the ThingsBoard settings: what the status reports.
     pub config_hash: String,
+    /// `sha256:<hex>` of what the connector cannot hot-reload (the `socket` section, name, log
+    /// settings, ThingsBoard and queue settings): the pods roll when it changes. Device changes
+    /// only update the ConfigMap, which the running connector reloads.
+    pub restart_hash: String,
     pub identities: Vec<Identity>,
     pub port: u16,
     pub protocol: &'static str,
@@ -107,23 +115,25 @@ pub fn validate(
         })
         .collect();
 
+    if let Some(queue) = &spec.queue {
+        check_queue(queue)?;
+    }
     let config_json = serde_json::to_string_pretty(&loaded.config)
         .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
     let thingsboard = serde_json::to_string(&spec.thingsboard).unwrap_or_default();
-    let mut hasher = Sha256::new();
-    hasher.update(config_json.as_bytes());
-    hasher.update(thingsboard.as_bytes());
-    let digest = hasher.finalize();
-    let config_hash = format!(
-        "sha256:{}",
-        digest
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let config_hash = sha256(&[&config_json, &thingsboard]);
+    let not_reloadable = serde_json::json!({
+        "socket": &loaded.config.socket,
+        "name": &loaded.config.name,
+        "logLevel": &loaded.config.log_level,
+        "enableRemoteLogging": &loaded.config.enable_remote_logging,
+        "queue": &spec.queue,
+    });
+    let restart_hash = sha256(&[&not_reloadable.to_string(), &thingsboard]);
     Ok(Plan {
         config_json,
         config_hash,
+        restart_hash,
         identities,
         port: loaded.config.socket.port,
         protocol: match loaded.config.socket.kind {
@@ -139,6 +149,41 @@ pub fn validate(
 
 /// The configuration as a pod runs it: it must listen on every interface, or the Service cannot
 /// reach it (a `127.0.0.1` copied from a ThingsBoard `socket.json` is the classic trap).
+/// The connector's own parsers decide, so the operator never renders flags the pod refuses.
+fn check_queue(queue: &QueueSpec) -> Result<(), SpecError> {
+    if let Some(policy) = &queue.full_policy {
+        policy
+            .parse::<socket_connector::queue::FullPolicy>()
+            .map_err(|e| SpecError::InvalidQueue(format!("fullPolicy: {e}")))?;
+    }
+    if let Some(fsync) = &queue.fsync {
+        fsync
+            .parse::<socket_connector::queue::Fsync>()
+            .map_err(|e| SpecError::InvalidQueue(format!("fsync: {e}")))?;
+    }
+    if queue.max_bytes.is_some_and(|bytes| bytes < 1) {
+        return Err(SpecError::InvalidQueue(
+            "maxBytes: must be at least 1".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn sha256(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    format!(
+        "sha256:{}",
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
 fn pod_config(config: &ConnectorConfig) -> ConnectorConfig {
     let mut config = config.clone();
     let ipv6 = config

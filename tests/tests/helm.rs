@@ -304,7 +304,7 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
     let connectors: Api<SocketConnector> = Api::namespaced(client.clone(), "tenant-a");
     let connector: SocketConnector = serde_json::from_value(json!({
         "apiVersion": "tbsc.io/v1alpha1", "kind": "SocketConnector", "metadata": {"name": "press"},
-        "spec": socket_connector_operator::fixtures::tcp_spec()
+        "spec": socket_connector_operator::fixtures::persistent_queue_spec()
     }))
     .unwrap();
     let mut connector = connector;
@@ -331,6 +331,14 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The queue claim was made with the chart's RBAC and goes with the SocketConnector.
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), "tenant-a");
+    let claim = claims.get("press-0-queue").await.unwrap();
+    assert_eq!(
+        claim.metadata.owner_references.unwrap()[0].kind,
+        "SocketConnector"
+    );
     let (status, body) = e2e_tests::http::get(
         format!("127.0.0.1:{metrics_port}").parse().unwrap(),
         "/metrics",

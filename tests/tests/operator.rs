@@ -18,7 +18,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use socket_connector::http::Endpoint;
-use socket_connector_operator::build::{Defaults, CONFIG_HASH_ANNOTATION};
+use socket_connector_operator::build::{Defaults, RESTART_HASH_ANNOTATION};
 use socket_connector_operator::controller::{self, Context};
 use socket_connector_operator::crd::SocketConnector;
 use socket_connector_operator::leader;
@@ -300,25 +300,21 @@ async fn operator_on_a_real_api_server() {
     // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
     run_rendered_pod(&deployment, &config_map, &broker, device_port).await;
 
-    // --- A config change rolls the pods (new hash on the pod template).
+    // --- A device change only updates the ConfigMap: the running connector hot-reloads it, so
+    // the pods keep running (same restart hash on the pod template).
     let hash_before = pod_hash(&deployment);
+    let status_hash = |sc: &SocketConnector| sc.status.as_ref().and_then(|s| s.config_hash.clone());
     let api: Api<SocketConnector> = Api::namespaced(client.clone(), ns);
+    let config_before = status_hash(&api.get("line-1").await.unwrap());
     let change = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
         "telemetry": [{"key": "temp"}]}]}}});
     api.patch("line-1", &PatchParams::default(), &Patch::Merge(&change))
         .await
         .unwrap();
-    let changed = wait_for(&client, ns, "line-1", "new config rolled out", |sc| {
-        sc.status.as_ref().and_then(|s| s.config_hash.as_deref()) != Some(hash_before.as_str())
-            && is(sc, "Ready", "True")
+    let applied = wait_for(&client, ns, "line-1", "new config applied", |sc| {
+        status_hash(sc) != config_before && is(sc, "Ready", "True")
     })
     .await;
-    let deployment = deployments.get("line-1-0").await.unwrap();
-    assert_ne!(pod_hash(&deployment), hash_before);
-    assert_eq!(
-        Some(pod_hash(&deployment)),
-        changed.status.unwrap().config_hash
-    );
     assert!(config_maps
         .get("line-1-config")
         .await
@@ -326,6 +322,32 @@ async fn operator_on_a_real_api_server() {
         .data
         .unwrap()["socket.json"]
         .contains("Press 2"));
+    let deployment = deployments.get("line-1-0").await.unwrap();
+    assert_eq!(
+        pod_hash(&deployment),
+        hash_before,
+        "a device change must not restart the pods"
+    );
+
+    // --- A socket change cannot be hot-reloaded: it rolls the pods.
+    let socket_change = json!({"spec": {"connector": {"socket": {"bufferSize": 2048}}}});
+    api.patch(
+        "line-1",
+        &PatchParams::default(),
+        &Patch::Merge(&socket_change),
+    )
+    .await
+    .unwrap();
+    wait_for(&client, ns, "line-1", "socket change rolled out", |sc| {
+        status_hash(sc) != status_hash(&applied) && is(sc, "Ready", "True")
+    })
+    .await;
+    let deployment = deployments.get("line-1-0").await.unwrap();
+    assert_ne!(
+        pod_hash(&deployment),
+        hash_before,
+        "a socket change restarts the pods"
+    );
 
     // --- A configuration the connector's loader rejects: ConfigValid=False with the JSON path.
     let bad = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
@@ -507,7 +529,7 @@ fn pod_hash(deployment: &Deployment) -> String {
         .unwrap()
         .annotations
         .as_ref()
-        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .unwrap()[RESTART_HASH_ANNOTATION]
         .clone()
 }
 

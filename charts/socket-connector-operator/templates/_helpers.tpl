@@ -47,6 +47,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, watch, create, patch, update, delete]
+# Queue claims (spec.queue.persistence) are created and patched, never deleted by the operator:
+# they go with the SocketConnector (owner reference), so a queue is not lost to a scale-down.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

@@ -50,6 +50,48 @@ fn udp_connector_with_two_identities() {
 }
 
 #[test]
+fn connector_with_a_persistent_queue() {
+    golden(
+        "persistent-queue",
+        &render(&resource("line-1", fixtures::persistent_queue_spec())),
+    );
+}
+
+#[test]
+fn queue_settings_the_connector_refuses_are_rejected() {
+    let mut spec = fixtures::tcp_spec();
+    spec.queue = Some(crate::crd::QueueSpec {
+        fsync: Some("sometimes".to_owned()),
+        ..Default::default()
+    });
+    let error = crate::validate::validate(&spec, "ns", "n").expect_err("invalid fsync");
+    assert_eq!(error.reason(), "InvalidQueue");
+    assert!(error.to_string().starts_with("spec.queue.fsync"), "{error}");
+}
+
+#[test]
+fn only_changes_the_connector_cannot_reload_restart_the_pods() {
+    let base = fixtures::tcp_spec();
+    let plan = |spec: &crate::crd::SocketConnectorSpec| {
+        crate::validate::validate(spec, "ns", "n").expect("valid")
+    };
+    let mut devices_changed = base.clone();
+    devices_changed.connector.devices[0].device_name = "Other".to_owned();
+    let mut socket_changed = base.clone();
+    socket_changed.connector.socket.buffer_size = Some(4096);
+    assert_ne!(plan(&base).config_hash, plan(&devices_changed).config_hash);
+    assert_eq!(
+        plan(&base).restart_hash,
+        plan(&devices_changed).restart_hash
+    );
+    assert_ne!(plan(&base).restart_hash, plan(&socket_changed).restart_hash);
+    assert_ne!(
+        plan(&base).restart_hash,
+        plan(&fixtures::persistent_queue_spec()).restart_hash
+    );
+}
+
+#[test]
 fn paused_connector() {
     golden(
         "paused",
