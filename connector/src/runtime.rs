@@ -55,6 +55,7 @@ pub struct Connector {
     uplink: JoinHandle<()>,
     link: JoinHandle<()>,
     reloader: Reloader,
+    queue: Arc<Queue>,
 }
 
 impl Connector {
@@ -195,6 +196,7 @@ impl Connector {
                 stop.subscribe(),
             ));
         }
+        let uplink_queue_handle = uplink_queue.clone();
         let uplink = Uplink::new(
             uplink_queue,
             settings.mqtt.max_payload,
@@ -210,6 +212,7 @@ impl Connector {
             uplink,
             link,
             reloader: Reloader::new(live, links),
+            queue: uplink_queue_handle,
         })
     }
 
@@ -232,11 +235,21 @@ impl Connector {
             let _ = self.uplink.await;
             let _ = self.link.await;
         };
-        if tokio::time::timeout(grace, drained).await.is_err() {
-            warn!(
+        let in_time = tokio::time::timeout(grace, drained).await.is_ok();
+        let (records, bytes) = self.queue.depth();
+        match (in_time, records, self.queue.settings().storage.is_disk()) {
+            (true, 0, _) => info!("every queued record was acknowledged by ThingsBoard"),
+            (_, _, true) => warn!(
+                records,
+                bytes,
+                "shutdown with records not yet acknowledged; they are replayed at the next start"
+            ),
+            (_, _, false) => warn!(
+                records,
+                bytes,
                 grace_ms = grace.as_millis() as u64,
-                "shutdown grace period over; unsent data is lost"
-            );
+                "shutdown grace period over; records not yet acknowledged are lost (memory queue)"
+            ),
         }
     }
 }

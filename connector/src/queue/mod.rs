@@ -101,6 +101,12 @@ pub enum Storage {
     Disk { directory: PathBuf, fsync: Fsync },
 }
 
+impl Storage {
+    pub fn is_disk(&self) -> bool {
+        matches!(self, Self::Disk { .. })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
     pub storage: Storage,
