@@ -40,6 +40,27 @@ impl Mosquitto {
         }
     }
 
+    /// Freezes the broker (SIGSTOP): its connections stay open but nothing is read or
+    /// acknowledged, like a ThingsBoard that stopped answering.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} mosquitto failed");
+        }
+    }
+
     /// Starts the broker again on the same port.
     pub fn restart(&mut self) {
         self.kill();

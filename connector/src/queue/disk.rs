@@ -66,11 +66,13 @@ impl DiskStore {
     /// fsync policy.
     pub fn write(&self, inserts: &[Record], removes: &[u64]) -> fjall::Result<()> {
         let durability = match self.fsync {
-            Fsync::Always => Some(PersistMode::SyncData),
-            // Without manual journal persistence every batch reaches the OS when committed.
-            Fsync::Never | Fsync::Every(_) => None,
+            Fsync::Always => PersistMode::SyncData,
+            // Flushed from fjall's journal buffer to the OS at every commit, so that a killed
+            // process loses nothing already queued. `durability(None)` would leave up to 8 KiB
+            // of the latest batches in that user-space buffer.
+            Fsync::Never | Fsync::Every(_) => PersistMode::Buffer,
         };
-        let mut batch = self.db.batch().durability(durability);
+        let mut batch = self.db.batch().durability(Some(durability));
         for record in inserts {
             let mut value = Vec::with_capacity(record.payload.len() + HEADER);
             value.push(record.topic as u8);
