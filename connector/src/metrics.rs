@@ -39,7 +39,7 @@ pub struct Metrics {
     pub queue_disk_errors: IntCounter,
     /// `result`: `applied`, `rejected`.
     pub config_reloads: IntCounterVec,
-    /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`, `mqtt_client_stopped`,
+    /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`,
     /// `frame_too_long`, `bad_length_field`, `queue_full_drop_oldest`, `queue_full_drop_newest`
     /// (publishes).
     pub dropped: IntCounterVec,

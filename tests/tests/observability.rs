@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::http::{get, sample};
 use e2e_tests::peer::telemetry_entries;
-use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer};
+use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
 use serde_json::{json, Value};
 
 fn basic(port_extra: &[(&str, Value)]) -> Value {
@@ -116,6 +116,41 @@ async fn readiness_survives_a_broker_outage_while_the_queue_has_room() {
     assert_eq!(sample(&text, "socket_connector_mqtt_connected"), Some(0.0));
     assert_eq!(get(metrics, "/readyz").0, 200, "the queue still takes data");
     assert_eq!(get(metrics, "/nope").0, 404);
+
+    // Data read during the outage waits in the queue: connect, connector attributes, the
+    // device's attributes and its telemetry.
+    let mut device = TcpStream::connect(connector.local_addr).unwrap();
+    device.write_all(b"2345").unwrap();
+    let queued = |text: &str| sample(text, "socket_connector_queue_records").unwrap_or(0.0);
+    let deadline = Instant::now() + PROMPTLY;
+    let mut text = get(metrics, "/metrics").1;
+    while queued(&text) < 4.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        text = get(metrics, "/metrics").1;
+    }
+    assert_eq!(queued(&text), 4.0, "{text}");
+    assert!(sample(&text, "socket_connector_queue_bytes").unwrap_or(0.0) > 4.0);
+    assert_eq!(
+        sample(&text, "socket_connector_publish_ack_latency_seconds_count"),
+        Some(0.0)
+    );
+    // Back online: the queue drains, each record acknowledged.
+    broker.restart();
+    let deadline = Instant::now() + PROMPTLY;
+    while queued(&text) > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        text = get(metrics, "/metrics").1;
+    }
+    assert_eq!(queued(&text), 0.0, "{text}");
+    assert_eq!(sample(&text, "socket_connector_queue_bytes"), Some(0.0));
+    assert!(
+        sample(&text, "socket_connector_publish_ack_latency_seconds_count").unwrap_or(0.0) >= 4.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "socket_connector_mqtt_reconnects_total"),
+        Some(1.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
