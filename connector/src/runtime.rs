@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -136,9 +136,8 @@ impl Connector {
                     }
                     None => None,
                 };
-                let listener = TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("cannot listen on TCP {address}"))?;
+                let listener =
+                    listen(address).with_context(|| format!("cannot listen on TCP {address}"))?;
                 let local = listener.local_addr()?;
                 let serve = transport::tcp::serve(listener, ingest, tls, limits, stop_rx.clone());
                 (tokio::spawn(serve), local)
@@ -252,6 +251,24 @@ impl Connector {
             ),
         }
     }
+}
+
+/// Connections the kernel may hold for accept (capped by `net.core.somaxconn`). The backlog of
+/// `TcpListener::bind` (128) made a storm of 10,000 devices connecting at once take 20-30 s,
+/// as SYNs were dropped and retried (docs/benchmarks.md).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // As std and tokio do for listeners: a restarted connector can bind while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
