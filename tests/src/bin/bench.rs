@@ -56,6 +56,8 @@ Options:
   --generator-threads N     worker threads of the load generator (default 1)
   --drain-timeout S         most seconds to wait for frames after the load ends (default 60)
   --connect-rate N          new connections per second at most (default 0: unpaced, 64 in flight)
+  --connector-arg ARG       extra argument for `socket-connector run`, repeatable
+                            (e.g. --connector-arg --queue-directory --connector-arg /tmp/q)
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +84,8 @@ struct Options {
     generator_threads: usize,
     drain_timeout: f64,
     connect_rate: u64,
+    /// Passed to `socket-connector run` as they are (e.g. the queue flags).
+    extra_connector_args: Vec<String>,
 }
 
 impl Options {
@@ -101,6 +105,7 @@ impl Options {
             generator_threads: 1,
             drain_timeout: 60.0,
             connect_rate: 0,
+            extra_connector_args: Vec::new(),
         };
         fn value<T: std::str::FromStr>(
             flag: &str,
@@ -140,6 +145,7 @@ impl Options {
                 "--generator-threads" => options.generator_threads = value(&arg, &mut args)?,
                 "--drain-timeout" => options.drain_timeout = value(&arg, &mut args)?,
                 "--connect-rate" => options.connect_rate = value(&arg, &mut args)?,
+                "--connector-arg" => options.extra_connector_args.push(value(&arg, &mut args)?),
                 other => bail!("unknown argument {other:?}\n\n{USAGE}"),
             }
         }
@@ -463,7 +469,7 @@ fn idle(options: &Options) -> anyhow::Result<Value> {
 // The connector
 
 fn connector_args(options: &Options) -> Vec<String> {
-    vec![
+    let mut args: Vec<String> = vec![
         "--qos".into(),
         options.qos.to_string(),
         "--max-payload-size".into(),
@@ -472,7 +478,9 @@ fn connector_args(options: &Options) -> Vec<String> {
         "2".into(),
         "--client-id".into(),
         "bench-connector".into(),
-    ]
+    ];
+    args.extend(options.extra_connector_args.iter().cloned());
+    args
 }
 
 /// The release `socket-connector` next to this binary (built first when run by cargo), unless
