@@ -215,7 +215,26 @@ async fn reconcile_inner(
     // build (pure) and apply
     let children = build::children(sc, &plan, &context.defaults);
     for child in &children {
-        apply_if_changed(context, &namespace, child).await?;
+        match apply_if_changed(context, &namespace, child).await {
+            Ok(()) => {}
+            // Refused for good until something changes (4xx other than conflicts and throttling):
+            // say so on the object; transient errors go to the backoff.
+            Err(ReconcileError::Api(kube::Error::Api(status)))
+                if (400..500).contains(&status.code) && ![409, 429].contains(&status.code) =>
+            {
+                let message = format!(
+                    "{} {}: {}",
+                    child["kind"].as_str().unwrap_or_default(),
+                    child["metadata"]["name"].as_str().unwrap_or_default(),
+                    status.message
+                );
+                warn!(%namespace, %name, %message, "child refused by the API server");
+                let observation = Observation::ApplyFailed { message };
+                write_status(sc, context, &observation, Some(&plan), None).await?;
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+            Err(error) => return Err(error),
+        }
     }
     delete_orphans(sc, &plan, context).await?;
     // status
@@ -485,6 +504,11 @@ async fn publish_transition_event(
                 "SecretMissing".to_owned(),
                 message.clone(),
             ),
+            Observation::ApplyFailed { message } => (
+                EventType::Warning,
+                "ApplyFailed".to_owned(),
+                message.clone(),
+            ),
             Observation::Applied { .. } if status::is_ready(Some(new)) => (
                 EventType::Normal,
                 "Ready".to_owned(),
@@ -514,7 +538,7 @@ async fn publish_transition_event(
             type_: EventType::Normal,
             reason: "ConfigChanged".to_owned(),
             note: Some(format!(
-                "configuration {} rolled out",
+                "configuration {} applied",
                 new.config_hash.clone().unwrap_or_default()
             )),
             action: "Apply".to_owned(),

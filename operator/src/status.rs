@@ -16,6 +16,9 @@ pub enum Observation {
     },
     /// A referenced Secret (or key) is missing; nothing was applied.
     SecretMissing { message: String },
+    /// The API server refused a child (quota, admission, an immutable field, RBAC); the spec is
+    /// valid, the children are partly applied.
+    ApplyFailed { message: String },
     /// Children applied; `ready`/`desired` pods of the current config hash.
     Applied {
         desired: i32,
@@ -68,6 +71,22 @@ pub fn conditions(observation: &Observation, generation: Option<i64>) -> Vec<Con
                 "waiting for the Secret".to_owned(),
             ),
             c("Degraded", true, "SecretMissing", message.clone()),
+            c(
+                "ConfigValid",
+                true,
+                "Valid",
+                "the connector configuration is valid".to_owned(),
+            ),
+        ],
+        Observation::ApplyFailed { message } => vec![
+            c("Ready", false, "ApplyFailed", message.clone()),
+            c(
+                "Progressing",
+                false,
+                "ApplyFailed",
+                "retrying every 30 s".to_owned(),
+            ),
+            c("Degraded", true, "ApplyFailed", message.clone()),
             c(
                 "ConfigValid",
                 true,
@@ -169,6 +188,20 @@ mod tests {
         assert!(valid.message.contains("devices[0].deviceName"));
         assert_eq!(valid.observed_generation, Some(3));
         assert_eq!(find(&conditions, "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_refused_child_degrades_a_valid_connector() {
+        let observation = Observation::ApplyFailed {
+            message: "PersistentVolumeClaim line-1-0-queue: exceeded quota".into(),
+        };
+        let conditions = conditions(&observation, Some(2));
+        assert_eq!(find(&conditions, "Degraded").status, "True");
+        assert_eq!(find(&conditions, "Degraded").reason, "ApplyFailed");
+        assert!(find(&conditions, "Ready")
+            .message
+            .contains("exceeded quota"));
+        assert_eq!(find(&conditions, "ConfigValid").status, "True");
     }
 
     #[test]

@@ -388,6 +388,60 @@ async fn operator_on_a_real_api_server() {
     })
     .await;
 
+    // --- A child the API server refuses (a claim's storage class cannot change) degrades the
+    // connector with the server's message instead of failing silently; undoing it heals it.
+    let queue = |class: &str| json!({"spec": {"queue": {"persistence": {"size": "1Gi", "storageClassName": class}}}});
+    api.patch(
+        "line-1",
+        &PatchParams::default(),
+        &Patch::Merge(&queue("fast")),
+    )
+    .await
+    .unwrap();
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    while claims.get_opt("line-1-0-queue").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "queue claim not created");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    api.patch(
+        "line-1",
+        &PatchParams::default(),
+        &Patch::Merge(&queue("slow")),
+    )
+    .await
+    .unwrap();
+    let refused = wait_for(&client, ns, "line-1", "ApplyFailed", |sc| {
+        condition(sc, "Degraded").is_some_and(|c| c.reason == "ApplyFailed")
+    })
+    .await;
+    let message = &condition(&refused, "Degraded").unwrap().message;
+    assert!(
+        message.starts_with("PersistentVolumeClaim line-1-0-queue: "),
+        "{message}"
+    );
+    assert!(message.contains("immutable"), "{message}");
+    assert!(is(&refused, "ConfigValid", "True"));
+    api.patch(
+        "line-1",
+        &PatchParams::default(),
+        &Patch::Merge(&queue("fast")),
+    )
+    .await
+    .unwrap();
+    wait_for(&client, ns, "line-1", "healed", |sc| {
+        is(sc, "Ready", "True") && is(sc, "Degraded", "False")
+    })
+    .await;
+    api.patch(
+        "line-1",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"queue": null}})),
+    )
+    .await
+    .unwrap();
+
     // --- Two identities, then one: the orphaned Deployment goes.
     secret(&client, ns, "gateway-b", &[("token", "gateway-token-2")]).await;
     let two = json!({"spec": {"replicas": 2, "thingsboard": {"additionalAccessTokens": [{"name": "gateway-b", "key": "token"}]}}});
