@@ -163,7 +163,7 @@ impl Connector {
         let (downlink_events, downlink_rx) = mpsc::unbounded_channel();
         let (limits, limits_rx) = watch::channel(SessionLimits::default());
         let session = Session {
-            client: client.clone(),
+            client,
             event_loop,
             settings: settings.mqtt.clone(),
             queue: uplink_queue.clone(),
@@ -176,7 +176,6 @@ impl Connector {
         let link = tokio::spawn(session.run());
         let last_values = Arc::new(LastValues::default());
         let downlink = Downlink::new(DownlinkContext {
-            client,
             publisher: publisher.clone(),
             live: live.clone(),
             links: links.clone(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::QoS;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
@@ -50,6 +50,16 @@ pub enum DownlinkEvent {
         payload: Bytes,
     },
 }
+
+/// What the session subscribes to on every connect, before it sends anything, so that no answer
+/// or update for data it sends can be missed.
+pub const SUBSCRIPTIONS: [&str; 5] = [
+    topic::ATTRIBUTES,
+    topic::ATTRIBUTES_RESPONSE,
+    topic::RPC,
+    topic::GATEWAY_RPC_REQUESTS,
+    topic::GATEWAY_RPC_RESPONSES,
+];
 
 /// ThingsBoard's gateway gives up on an attribute request after 20 s.
 pub const ATTRIBUTE_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -89,8 +99,6 @@ struct PendingRequest {
 /// Everything a downlink action needs, shared with the RPC tasks it spawns.
 #[derive(Clone)]
 pub struct DownlinkContext {
-    /// Subscriptions.
-    pub client: AsyncClient,
     /// Publishes (requests and replies), through the session.
     pub publisher: Publisher,
     /// The current configuration and device table (hot reloads replace them).
@@ -127,7 +135,7 @@ impl Downlink {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(DownlinkEvent::Connected) => self.subscribe().await,
+                    Some(DownlinkEvent::Connected) => self.request_session_limits().await,
                     Some(DownlinkEvent::Message { topic, payload }) => self.handle(&topic, &payload).await,
                     None => break,
                 },
@@ -137,18 +145,8 @@ impl Downlink {
         }
     }
 
-    async fn subscribe(&self) {
-        for topic in [
-            topic::ATTRIBUTES,
-            topic::ATTRIBUTES_RESPONSE,
-            topic::RPC,
-            topic::GATEWAY_RPC_REQUESTS,
-            topic::GATEWAY_RPC_RESPONSES,
-        ] {
-            if let Err(error) = self.context.client.subscribe(topic, QoS::AtLeastOnce).await {
-                warn!(topic, %error, "subscribing failed");
-            }
-        }
+    /// On every new session (the session subscribed to [`SUBSCRIPTIONS`] already).
+    async fn request_session_limits(&self) {
         let request = format!(
             "{}{}",
             topic::GATEWAY_RPC_REQUEST_PREFIX,

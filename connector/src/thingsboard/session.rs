@@ -24,7 +24,7 @@ use tracing::{debug, info, trace, warn};
 use super::limits::{RateLimiter, SessionLimits};
 use super::link::{explain, jitter, BACKOFF_MAX, BACKOFF_START};
 use super::MqttSettings;
-use crate::downlink::DownlinkEvent;
+use crate::downlink::{DownlinkEvent, SUBSCRIPTIONS};
 use crate::http::Health;
 use crate::metrics::metrics;
 use crate::queue::{Queue, Record, Topic};
@@ -230,6 +230,13 @@ impl Session {
                             metrics().mqtt_reconnects.inc();
                         }
                         connected_once = true;
+                        // Subscribed before anything is published: ThingsBoard's answers and
+                        // updates for what follows cannot arrive before the subscriptions.
+                        for topic in SUBSCRIPTIONS {
+                            if let Err(error) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                                warn!(topic, %error, "subscribing failed");
+                            }
+                        }
                         let _ = self.downlink.send(DownlinkEvent::Connected);
                         // ThingsBoard forgets gateway devices with the session (and connects a
                         // device again by itself when data for it arrives, so a cap is harmless).
