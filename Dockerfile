@@ -1,4 +1,5 @@
-# One image with both binaries: the connector (`socket-connector`) and the operator
+# One image with the workspace binaries: the connector (`socket-connector`), its load generator
+# (`socket-simulate`, for load tests in the cluster) and the operator
 # (`socket-connector-operator`). Static musl builds on a distroless, non-root base.
 FROM rust:1.95-bookworm AS build
 RUN rustup target add x86_64-unknown-linux-musl \
@@ -7,10 +8,11 @@ RUN rustup target add x86_64-unknown-linux-musl \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl \
-      --bin socket-connector --bin socket-connector-operator
+      --bin socket-connector --bin socket-simulate --bin socket-connector-operator
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/socket-connector /usr/local/bin/socket-connector
+COPY --from=build /src/target/x86_64-unknown-linux-musl/release/socket-simulate /usr/local/bin/socket-simulate
 COPY --from=build /src/target/x86_64-unknown-linux-musl/release/socket-connector-operator /usr/local/bin/socket-connector-operator
 USER 65532:65532
 ENTRYPOINT ["socket-connector"]

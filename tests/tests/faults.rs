@@ -704,8 +704,17 @@ async fn overflow(policy: &str, reason: &str) -> (BTreeSet<u64>, f64, u64) {
     }
     let (written, error) = device.finish().await;
     assert_eq!((written, error), (COUNT, None));
-    // The uplink task may still be packing the last batch.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The uplink task may still be working through the channel in front of the queue: wait until
+    // it has handed every frame's 3 datapoints to the queue (accepted or dropped), or records
+    // pushed after the broker resumes would find room again.
+    let started = Instant::now();
+    while metric(full.metrics, "socket_connector_datapoints_published_total") < (3 * COUNT) as f64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the uplink did not process all frames"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let dropped = metric(
         full.metrics,
         &format!("socket_connector_dropped_total{{reason=\"{reason}\"}}"),

@@ -29,7 +29,11 @@ fn dockerfile_ships_the_workspace_binaries() {
     workspace_bins.extend(bins(&read("operator/Cargo.toml")));
     assert_eq!(
         workspace_bins,
-        ["socket-connector", "socket-connector-operator"]
+        [
+            "socket-connector",
+            "socket-simulate",
+            "socket-connector-operator"
+        ]
     );
     for bin in &workspace_bins {
         assert!(
