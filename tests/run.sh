@@ -33,3 +33,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzzing (fuzz/, ${FUZZ_SECONDS:-20} s per target; FUZZ_SECONDS=0 skips)"
+tests/fuzz/run.sh

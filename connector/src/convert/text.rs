@@ -185,7 +185,7 @@ pub fn encode(text: &str, encoding: Encoding) -> Result<Vec<u8>, String> {
             (0..digits.len())
                 .step_by(2)
                 .map(|i| {
-                    u8::from_str_radix(&digits[i..i + 2], 16)
+                    u8::from_str_radix(digits.get(i..i + 2).unwrap_or_default(), 16)
                         .map_err(|_| format!("{text:?} is not hex"))
                 })
                 .collect::<Result<_, _>>()?
@@ -267,6 +267,14 @@ mod tests {
         assert!(encode("abc", Encoding::Hex).is_err());
         assert!(encode("é", Encoding::Ascii).is_err());
         assert!(encode("€", Encoding::Latin1).is_err());
+    }
+
+    /// Found by the `downlink_messages` fuzz target: a non-ASCII attribute value or RPC params
+    /// for a `hex` device panicked (a byte index inside a character) instead of being an error.
+    #[test]
+    fn non_ascii_hex_is_an_error() {
+        assert!(encode("a\u{e9}1", Encoding::Hex).is_err());
+        assert!(encode("\u{e9}", Encoding::Hex).is_err());
     }
 
     #[test]

@@ -180,7 +180,8 @@ pub fn parse_bytes(text: &str) -> Result<Vec<u8>, String> {
         return (0..hex.len())
             .step_by(2)
             .map(|i| {
-                u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| format!("{text:?} is not hex"))
+                u8::from_str_radix(hex.get(i..i + 2).unwrap_or_default(), 16)
+                    .map_err(|_| format!("{text:?} is not hex"))
             })
             .collect();
     }

@@ -66,7 +66,7 @@ impl Decoder for LengthFieldDecoder {
                 return Ok(None);
             }
         }
-        let header = self.offset + self.length;
+        let header = self.offset.saturating_add(self.length);
         if buffer.len() < header {
             return Ok(None);
         }

@@ -70,6 +70,14 @@ fn parses_escapes_and_hex() {
     assert!(parse_bytes("\\xZZ").is_err());
 }
 
+/// Found by the `config_loader` fuzz target: non-ASCII text after `0x` panicked (a byte index
+/// inside a character) instead of being rejected.
+#[test]
+fn non_ascii_hex_is_an_error() {
+    assert!(parse_bytes("0x1\u{e9}1").is_err());
+    assert!(parse_bytes("0x\u{e9}").is_err());
+}
+
 #[test]
 fn config_errors_name_the_key() {
     assert_eq!(
@@ -147,6 +155,17 @@ fn length_field_oversize_skips_exactly_that_frame() {
     bad.length_adjustment = Some(-10);
     let (_, errors) = run(&mut bad.build().unwrap().unwrap(), &[b"\x00\x01x"]);
     assert_eq!(errors[0].reason(), "bad_length_field");
+}
+
+/// Found by the `framing` fuzz target: a `lengthFieldOffset` near `usize::MAX` overflowed the
+/// header size (a panic with overflow checks, a bad slice without).
+#[test]
+fn huge_length_field_offset_waits_instead_of_panicking() {
+    let mut c = config(FramingKind::Length);
+    c.length_field_offset = Some(usize::MAX);
+    let mut framer = c.build().unwrap().unwrap();
+    let (frames, errors) = run(&mut framer, &[b"\x00\x05hello\x00\x03abc"]);
+    assert!(frames.is_empty() && errors.is_empty());
 }
 
 #[test]

@@ -87,7 +87,8 @@ fn parse_windows(spec: &str) -> Result<Vec<Window>, String> {
             }
             Ok(Window {
                 capacity: (capacity * SHARE).max(1.0),
-                period: Duration::from_secs_f64(seconds),
+                period: Duration::try_from_secs_f64(seconds)
+                    .map_err(|_| format!("{part:?}: bad period"))?,
             })
         })
         .collect()
@@ -184,6 +185,16 @@ mod tests {
         );
         assert!(SessionLimits::parse(&json!({"error": "timeout"})).is_err());
         assert!(SessionLimits::parse(&json!({"gatewayRateLimits": {"messages": "x"}})).is_err());
+    }
+
+    /// Found while writing the `downlink_messages` fuzz target (which reproduces it): a period too
+    /// large for a `Duration`, or NaN, panicked in `Duration::from_secs_f64`.
+    #[test]
+    fn unrepresentable_periods_are_errors() {
+        for spec in ["20:1e999", "20:inf", "20:NaN", "20:1e300"] {
+            let answer = json!({"gatewayRateLimits": {"messages": spec}});
+            assert!(SessionLimits::parse(&answer).is_err(), "{spec}");
+        }
     }
 
     #[test]
