@@ -174,6 +174,9 @@ pub fn parse_bytes(text: &str) -> Result<Vec<u8>, String> {
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '_')
             .collect();
+        if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("{text:?} is not hex"));
+        }
         if hex.is_empty() || hex.len() % 2 != 0 {
             return Err(format!("{text:?} is not an even number of hex digits"));
         }

@@ -6,6 +6,9 @@ use tokio_util::codec::Decoder;
 
 use super::{ByteOrder, FrameError};
 
+/// Bytes reserved at most ahead of a frame that has not arrived yet.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct LengthFieldDecoder {
     offset: usize,
@@ -90,7 +93,9 @@ impl Decoder for LengthFieldDecoder {
             });
         }
         if buffer.len() < total {
-            buffer.reserve(total - buffer.len());
+            // Grow with what arrives, not with what the header announces: a few header bytes
+            // must not make every connection allocate up to maxFrameLength.
+            buffer.reserve((total - buffer.len()).min(MAX_READ_AHEAD));
             return Ok(None);
         }
         let mut frame = buffer.split_to(total);

@@ -76,6 +76,9 @@ fn parses_escapes_and_hex() {
 fn non_ascii_hex_is_an_error() {
     assert!(parse_bytes("0x1\u{e9}1").is_err());
     assert!(parse_bytes("0x\u{e9}").is_err());
+    // from_str_radix alone would read "+1" as 1.
+    assert!(parse_bytes("0x+1").is_err());
+    assert_eq!(parse_bytes("0x0D 0a"), Ok(vec![0x0d, 0x0a]));
 }
 
 #[test]
@@ -166,6 +169,27 @@ fn huge_length_field_offset_waits_instead_of_panicking() {
     let mut framer = c.build().unwrap().unwrap();
     let (frames, errors) = run(&mut framer, &[b"\x00\x05hello\x00\x03abc"]);
     assert!(frames.is_empty() && errors.is_empty());
+}
+
+/// Reported by the fuzzing work: the decoder reserved the whole announced frame at once, so with a
+/// large `maxFrameLength` a peer could make each connection allocate it with a 4-byte header.
+#[test]
+fn an_announced_length_is_not_allocated_before_its_bytes_arrive() {
+    let mut c = config(FramingKind::Length);
+    c.length_field_length = Some(4);
+    c.max_frame_length = Some(64 << 20);
+    let mut framer = c.build().unwrap().unwrap();
+    let mut buffer = bytes::BytesMut::from(&[0x01u8, 0x00, 0x00, 0x00][..]);
+    assert_eq!(
+        framer.next_frame(&mut buffer),
+        Ok(None),
+        "16 MiB announced, 0 arrived"
+    );
+    assert!(
+        buffer.capacity() < 1 << 20,
+        "reserved {} bytes",
+        buffer.capacity()
+    );
 }
 
 #[test]
