@@ -1,6 +1,6 @@
 //! Frames end with a delimiter (`\n`, `\r\n`, `0x03`, ...).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
 use super::FrameError;
@@ -65,7 +65,10 @@ impl Decoder for DelimiterDecoder {
                 }
                 None if buffer.len() > self.max => {
                     let size = buffer.len();
-                    buffer.clear();
+                    // Keep what may be the start of a delimiter split across reads, or the
+                    // end of this oversized frame is missed and the next frame discarded too.
+                    let keep = (self.delimiter.len() - 1).min(buffer.len());
+                    buffer.advance(buffer.len() - keep);
                     self.searched = 0;
                     let first = !self.discarding;
                     self.discarding = true;

@@ -171,6 +171,19 @@ fn huge_length_field_offset_waits_instead_of_panicking() {
     assert!(frames.is_empty() && errors.is_empty());
 }
 
+/// Reported by the fuzzing work: a `\r\n` split across the read that made a frame oversized was
+/// thrown away with it, so the oversized frame's end was missed and the next frame dropped too.
+#[test]
+fn a_split_delimiter_after_an_oversized_frame_keeps_the_next_frame() {
+    let mut c = config(FramingKind::Delimiter);
+    c.delimiter = Some("\\r\\n".into());
+    c.max_frame_length = Some(4);
+    let mut framer = c.build().unwrap().unwrap();
+    let (frames, errors) = run(&mut framer, &[b"aaaaaaa\r", b"\nok\r\n"]);
+    assert_eq!(frames, [b"ok".to_vec()]);
+    assert_eq!(errors.len(), 1);
+}
+
 /// Reported by the fuzzing work: the decoder reserved the whole announced frame at once, so with a
 /// large `maxFrameLength` a peer could make each connection allocate it with a 4-byte header.
 #[test]
