@@ -458,3 +458,52 @@ async fn remote_logs_arrive_and_stay_bounded_under_a_flood() {
     );
     connector.wait_for_log("remote log records dropped");
 }
+
+/// Devices named by their frames (`deviceNameFrom`) are reachable by RPC under those names, on
+/// the connection each name last sent from.
+#[tokio::test(flavor = "multi_thread")]
+async fn rpc_reaches_a_device_named_by_its_frames() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let mut config = rpc_config("TCP");
+    config["devices"][0]["deviceNameFrom"] = json!({"byteFrom": 0, "byteTo": 4});
+    config["devices"][0]["telemetry"] = json!([{"key": "state", "byteFrom": 4, "byteTo": -1}]);
+    let connector = ConnectorProcess::start(&config, broker.port());
+    let mut lamp7 = TcpDevice::connect(&connector);
+    lamp7.send(b"L007off");
+    let connect = peer.next_on("v1/gateway/connect").await;
+    assert_eq!(connect.json()["device"], "L007");
+    let mut lamp8 = TcpDevice::connect(&connector);
+    lamp8.send(b"L008off");
+    assert_eq!(
+        peer.next_on("v1/gateway/connect").await.json()["device"],
+        "L008"
+    );
+
+    peer.publish(
+        "v1/gateway/rpc",
+        json!({"device": "L008", "data": {"id": 1, "method": "setLed", "params": "ON"}}),
+    )
+    .await;
+    let reply = peer.next_on("v1/gateway/rpc").await.json();
+    assert_eq!(
+        reply,
+        json!({"device": "L008", "id": 1, "data": {"result": "ok"}})
+    );
+    assert_eq!(lamp8.read(2), b"ON", "the connection L008 sent from");
+
+    peer.publish(
+        "v1/gateway/rpc",
+        json!({"device": "L009", "data": {"id": 2, "method": "setLed", "params": "ON"}}),
+    )
+    .await;
+    let reply = peer.next_on("v1/gateway/rpc").await.json();
+    assert!(reply["data"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("\"L009\" is not configured")));
+    lamp7.send(b"L007on");
+    assert_eq!(
+        peer.next_on("v1/gateway/telemetry").await.json()["L007"][0]["values"]["state"],
+        "on"
+    );
+}

@@ -269,11 +269,11 @@ impl Downlink {
     /// Shared attribute changed in ThingsBoard: write each configured one to the device.
     async fn update_attributes(&mut self, update: AttributeUpdate) {
         let snapshot = self.context.live.load();
-        let Some(index) = snapshot.router.find(&update.device) else {
+        let Some(addressed) = self.context.links.address(&snapshot.router, &update.device) else {
             warn!(device = %update.device, "attribute update for a device this connector does not have");
             return;
         };
-        let Some(device) = snapshot.config.devices.get(index) else {
+        let Some(device) = snapshot.config.devices.get(addressed.index) else {
             return;
         };
         for entry in &device.attribute_updates {
@@ -285,7 +285,7 @@ impl Downlink {
                 Ok(bytes) => self
                     .context
                     .links
-                    .write_to_device(index, Bytes::from(bytes))
+                    .write_to_device(addressed, Bytes::from(bytes))
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot encode as {encoding}: {e}")),

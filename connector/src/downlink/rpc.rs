@@ -101,13 +101,13 @@ async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {
 /// `None`: the write succeeded and the method does not want a response.
 async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Option<RpcOutcome> {
     let snapshot = context.live.load();
-    let Some(index) = snapshot.router.find(&request.device) else {
+    let Some(addressed) = context.links.address(&snapshot.router, &request.device) else {
         return Some(RpcOutcome::Error(format!(
             "device {:?} is not configured in this connector",
             request.device
         )));
     };
-    let device = snapshot.config.devices.get(index)?;
+    let device = snapshot.config.devices.get(addressed.index)?;
     let Some(entry) = device
         .server_side_rpc
         .iter()
@@ -133,19 +133,19 @@ async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Op
     };
     let links = &context.links;
     let Some(timeout_ms) = entry.response_timeout_ms else {
-        return match links.write_to_device(index, bytes).await {
+        return match links.write_to_device(addressed, bytes).await {
             Ok(_) if entry.with_response => Some(RpcOutcome::Result(json!("ok"))),
             Ok(_) => None,
             Err(error) => Some(error.into()),
         };
     };
     // Wait for the device's answer: its next message from the connection written to.
-    let peer = match links.target(index) {
+    let peer = match links.target_of(addressed) {
         Ok(peer) => peer,
         Err(error) => return Some(error.into()),
     };
     let answer = links.expect_reply(peer);
-    if let Err(error) = links.write_to_device(index, bytes).await {
+    if let Err(error) = links.write_to_device(addressed, bytes).await {
         links.cancel_reply(peer);
         return Some(error.into());
     }

@@ -68,6 +68,30 @@ fn apply_swaps_the_device_table_and_keeps_downlink_targets_by_name() {
 }
 
 #[test]
+fn names_read_from_frames_follow_their_device_across_a_reload() {
+    let live = Arc::new(Live::new(
+        config(&format!("{A},{B}")),
+        ReportStrategy::global(None),
+    ));
+    let links = Arc::new(DeviceLinks::new(SocketKind::Tcp, 2));
+    let peer: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
+    links.seen_dynamic(&Arc::from("B-17"), 1, peer);
+    links.seen_dynamic(&Arc::from("A-3"), 0, peer);
+    let reloader = Reloader::new(live.clone(), links.clone());
+    reloader.apply(config(B)).expect("applied");
+    let router = live.load().router.clone();
+    assert_eq!(
+        links.address(&router, "B-17"),
+        Some(crate::transport::links::Addressed {
+            index: 0,
+            peer: Some(peer)
+        }),
+        "B is now device 0"
+    );
+    assert_eq!(links.address(&router, "A-3"), None, "A was removed");
+}
+
+#[test]
 fn an_invalid_or_unchanged_file_keeps_the_running_configuration() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("socket.json");

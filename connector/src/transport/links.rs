@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use indexmap::IndexMap;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,12 +36,27 @@ pub struct WriteRequest {
     pub done: oneshot::Sender<std::io::Result<()>>,
 }
 
+/// A device ThingsBoard addresses: the configured device (its index) and, for a name read from
+/// frames, the peer that name last sent from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressed {
+    pub index: usize,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Names read from frames that downlink can address at most.
+pub const MAX_DYNAMIC_NAMES: usize = 10_000;
+
 /// How long a downlink write may wait for a slow device.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct DeviceLinks {
     kind: SocketKind,
     last_peer: Mutex<Vec<Option<SocketAddr>>>,
+    /// Names read from frames (`deviceNameFrom`): the configured device and where each name last
+    /// sent from, so ThingsBoard can address them too. The oldest are forgotten beyond
+    /// [`MAX_DYNAMIC_NAMES`].
+    dynamic: Mutex<IndexMap<Arc<str>, (usize, SocketAddr)>>,
     tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<WriteRequest>>>,
     udp: OnceLock<Arc<UdpSocket>>,
     replies: Mutex<HashMap<SocketAddr, oneshot::Sender<Bytes>>>,
@@ -58,6 +74,7 @@ impl DeviceLinks {
         Self {
             kind,
             last_peer: Mutex::new(vec![None; device_count]),
+            dynamic: Mutex::default(),
             tcp: Mutex::default(),
             udp: OnceLock::new(),
             replies: Mutex::default(),
@@ -84,6 +101,48 @@ impl DeviceLinks {
             .map(|old| old.and_then(|i| last.get(i).copied().flatten()))
             .collect();
         *last = renumbered;
+        drop(last);
+        let new_of_old: HashMap<usize, usize> = old_index
+            .iter()
+            .enumerate()
+            .filter_map(|(new, old)| old.map(|old| (old, new)))
+            .collect();
+        lock(&self.dynamic).retain(|_, (device, _)| match new_of_old.get(device) {
+            Some(new) => {
+                *device = *new;
+                true
+            }
+            None => false,
+        });
+    }
+
+    /// Where downlink for a device goes: its configured name, or a name read from its frames.
+    pub fn address(&self, router: &crate::router::Router, name: &str) -> Option<Addressed> {
+        if let Some(index) = router.find(name) {
+            return Some(Addressed { index, peer: None });
+        }
+        self.dynamic(name).map(|(index, peer)| Addressed {
+            index,
+            peer: Some(peer),
+        })
+    }
+
+    /// Remembers a name read from a frame of configured device `device`, sent from `peer`.
+    pub fn seen_dynamic(&self, name: &Arc<str>, device: usize, peer: SocketAddr) {
+        let mut dynamic = lock(&self.dynamic);
+        if let Some(entry) = dynamic.get_mut(name) {
+            *entry = (device, peer);
+            return;
+        }
+        if dynamic.len() >= MAX_DYNAMIC_NAMES {
+            dynamic.shift_remove_index(0);
+        }
+        dynamic.insert(name.clone(), (device, peer));
+    }
+
+    /// The configured device and last peer of a name read from frames.
+    pub fn dynamic(&self, name: &str) -> Option<(usize, SocketAddr)> {
+        lock(&self.dynamic).get(name).copied()
     }
 
     pub fn register_tcp(&self, peer: SocketAddr, writer: mpsc::Sender<WriteRequest>) {
@@ -111,13 +170,18 @@ impl DeviceLinks {
             .ok_or(DownlinkError::NeverSeen)
     }
 
+    /// The peer an addressed device's downlink goes to.
+    pub fn target_of(&self, device: Addressed) -> Result<SocketAddr, DownlinkError> {
+        device.peer.map_or_else(|| self.target(device.index), Ok)
+    }
+
     /// Writes to the device's current connection; returns the peer written to.
     pub async fn write_to_device(
         &self,
-        device: usize,
+        device: Addressed,
         bytes: Bytes,
     ) -> Result<SocketAddr, DownlinkError> {
-        let peer = self.target(device)?;
+        let peer = self.target_of(device)?;
         match self.write_to_peer(peer, bytes).await {
             Err(DownlinkError::NoConnection { peer }) => Err(DownlinkError::NotConnected { peer }),
             other => other.map(|()| peer),

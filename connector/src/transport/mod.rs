@@ -159,6 +159,11 @@ impl Ingest {
             if converted.is_empty() {
                 continue;
             }
+            if !Arc::ptr_eq(&converted.device, &device.converter.device)
+                && converted.device.name != device.converter.device.name
+            {
+                self.links.seen_dynamic(&converted.device.name, index, peer);
+            }
             if self.queue.send(converted).await.is_err() {
                 return false;
             }
