@@ -63,7 +63,9 @@ impl Decoder for DelimiterDecoder {
                     }
                     return Ok(Some(frame.freeze()));
                 }
-                None if buffer.len() > self.max => {
+                // Oversized only once more than a full frame and a partial delimiter are here:
+                // "abcd\r" with max 4 and "\r\n" is a frame of 4 whose delimiter is arriving.
+                None if buffer.len() > self.max.saturating_add(self.delimiter.len() - 1) => {
                     let size = buffer.len();
                     // Keep what may be the start of a delimiter split across reads, or the
                     // end of this oversized frame is missed and the next frame discarded too.

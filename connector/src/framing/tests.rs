@@ -184,6 +184,20 @@ fn a_split_delimiter_after_an_oversized_frame_keeps_the_next_frame() {
     assert_eq!(errors.len(), 1);
 }
 
+/// A frame of exactly maxFrameLength whose multi-byte delimiter is split across reads is a frame,
+/// not an oversized one (found by the framing fuzz target after the fix above: an error must
+/// consume input).
+#[test]
+fn a_full_size_frame_with_a_split_delimiter_is_not_oversized() {
+    let mut c = config(FramingKind::Delimiter);
+    c.delimiter = Some("\\r\\n".into());
+    c.max_frame_length = Some(4);
+    let mut framer = c.build().unwrap().unwrap();
+    let (frames, errors) = run(&mut framer, &[b"abcd\r", b"\n"]);
+    assert_eq!(frames, [b"abcd".to_vec()]);
+    assert!(errors.is_empty());
+}
+
 /// Reported by the fuzzing work: the decoder reserved the whole announced frame at once, so with a
 /// large `maxFrameLength` a peer could make each connection allocate it with a 4-byte header.
 #[test]
