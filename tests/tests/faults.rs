@@ -764,6 +764,10 @@ async fn full_queue_drop_newest_keeps_the_oldest_frames() {
     assert!(got.contains(&0), "the oldest frame is missing");
     assert!(!got.contains(&(count - 1)), "the newest frame arrived");
     assert!((got.len() as u64) < count / 2);
+    // What is kept is the oldest run of frames, without holes: once a record was dropped, newer
+    // ones are dropped too until something is acknowledged.
+    let last = *got.last().unwrap();
+    assert_eq!(got.len() as u64, last + 1, "holes in the oldest frames");
 }
 
 // ---------------------------------------------------------------------------------------------

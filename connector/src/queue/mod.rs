@@ -217,6 +217,10 @@ struct State {
     bytes: u64,
     cached_bytes: u64,
     closed: bool,
+    /// Drop-newest dropped a record and nothing has left the queue since: later records are
+    /// dropped too, even small ones that would fit, so what is kept is the oldest data without
+    /// holes.
+    refusing_new: bool,
 }
 
 impl State {
@@ -376,7 +380,9 @@ impl Queue {
                 let mut removes = Vec::new();
                 while let Some(next) = records.peek() {
                     let size = next.payload.len() as u64;
-                    if !fits(&state, size) {
+                    let refused =
+                        state.refusing_new && self.settings.full_policy == FullPolicy::DropNewest;
+                    if refused || !fits(&state, size) {
                         match self.settings.full_policy {
                             FullPolicy::Block => {
                                 blocked = true;
@@ -385,6 +391,7 @@ impl Queue {
                             FullPolicy::DropNewest => {
                                 records.next();
                                 pushed.dropped_new += 1;
+                                state.refusing_new = true;
                                 continue;
                             }
                             FullPolicy::DropOldest => {
@@ -527,6 +534,9 @@ impl Queue {
                 if let Some(entry) = state.pop_front() {
                     removed.push(entry.id);
                 }
+            }
+            if !removed.is_empty() {
+                state.refusing_new = false;
             }
             self.update_gauges(&state);
             removed

@@ -65,6 +65,22 @@ async fn drop_newest_keeps_the_queue_and_counts_the_new_records() {
 }
 
 #[tokio::test]
+async fn drop_newest_keeps_dropping_until_a_record_left() {
+    let queue = Queue::in_memory(5, FullPolicy::DropNewest);
+    let pushed = queue.push(telemetry(&["aa", "bb", "cc"])).await;
+    assert_eq!((pushed.accepted, pushed.dropped_new), (2, 1));
+    // "d" would fit in the one byte left, but it is newer than the dropped "cc".
+    let pushed = queue.push(telemetry(&["d"])).await;
+    assert_eq!((pushed.accepted, pushed.dropped_new), (0, 1));
+    let sent = queue.take_unsent(1);
+    queue.ack(sent[0].id);
+    let pushed = queue.push(telemetry(&["e"])).await;
+    assert_eq!(pushed.accepted, 1);
+    queue.rewind();
+    assert_eq!(payloads(&queue.take_unsent(10)), ["bb", "e"]);
+}
+
+#[tokio::test]
 async fn drop_oldest_makes_room_for_new_records() {
     let queue = Queue::in_memory(4, FullPolicy::DropOldest);
     queue.push(telemetry(&["aa", "bb"])).await;
