@@ -76,33 +76,31 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     metric
 }
 
+/// Latencies from half a millisecond to ten seconds.
+fn histogram(registry: &Registry, name: &str, help: &str) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+    ]))
+    .expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 impl Metrics {
     fn new() -> Self {
         let r = Registry::new();
-        let publish_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "socket_connector_publish_latency_seconds",
-                "Time from reading a device message to queueing its datapoints for ThingsBoard.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-        r.register(Box::new(publish_latency.clone()))
-            .expect("unique metric");
-        let publish_ack_latency = Histogram::with_opts(
-            HistogramOpts::new(
-                "socket_connector_publish_ack_latency_seconds",
-                "Time from sending a queued publish to ThingsBoard's acknowledgement.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
-        )
-        .expect("valid metric");
-        r.register(Box::new(publish_ack_latency.clone()))
-            .expect("unique metric");
+        let publish_latency = histogram(
+            &r,
+            "socket_connector_publish_latency_seconds",
+            "Time from reading a device message to queueing its datapoints for ThingsBoard.",
+        );
+        let publish_ack_latency = histogram(
+            &r,
+            "socket_connector_publish_ack_latency_seconds",
+            "Time from sending a queued publish to ThingsBoard's acknowledgement.",
+        );
         Self {
             connections_open: gauge(
                 &r,

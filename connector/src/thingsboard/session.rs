@@ -48,6 +48,16 @@ pub struct DirectPublish {
     pub payload: Bytes,
 }
 
+impl DirectPublish {
+    fn new(topic: impl Into<String>, qos: QoS, payload: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            qos,
+            payload: payload.into(),
+        }
+    }
+}
+
 /// Hands direct publishes to the session; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -67,11 +77,7 @@ impl Publisher {
         qos: QoS,
         payload: impl Into<Bytes>,
     ) -> bool {
-        let publish = DirectPublish {
-            topic: topic.into(),
-            qos,
-            payload: payload.into(),
-        };
+        let publish = DirectPublish::new(topic, qos, payload);
         self.tx.send(publish).await.is_ok()
     }
 
@@ -82,12 +88,9 @@ impl Publisher {
         qos: QoS,
         payload: impl Into<Bytes>,
     ) -> bool {
-        let publish = DirectPublish {
-            topic: topic.into(),
-            qos,
-            payload: payload.into(),
-        };
-        self.tx.try_send(publish).is_ok()
+        self.tx
+            .try_send(DirectPublish::new(topic, qos, payload))
+            .is_ok()
     }
 }
 

@@ -102,19 +102,16 @@ async fn tls_connection(
             let (reader, writer) = tokio::io::split(stream);
             serve_connection(reader, writer, peer, devices, ingest, idle_timeout, stop).await;
         }
-        Ok(Err(error)) => {
+        failed => {
             metrics()
                 .connections_rejected
                 .with_label_values(&["tls_handshake"])
                 .inc();
-            info!(peer = %peer_string(peer), %error, "connection closed: TLS handshake failed");
-        }
-        Err(_) => {
-            metrics()
-                .connections_rejected
-                .with_label_values(&["tls_handshake"])
-                .inc();
-            info!(peer = %peer_string(peer), "connection closed: TLS handshake timed out");
+            let reason = match failed {
+                Ok(Err(error)) => format!("failed: {error}"),
+                _ => "timed out".to_owned(),
+            };
+            info!(peer = %peer_string(peer), "connection closed: TLS handshake {reason}");
         }
     }
 }
