@@ -128,6 +128,13 @@ async fn rejection(client: &Client, ns: &str, spec: Value) -> String {
     }
 }
 
+/// Merge-patches the spec of `line-1`, the connector the main test walks through its changes.
+async fn merge(api: &Api<SocketConnector>, patch: &Value) {
+    api.patch("line-1", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+}
+
 /// Waits until `check` holds for the SocketConnector.
 async fn wait_for(
     client: &Client,
@@ -308,9 +315,7 @@ async fn operator_on_a_real_api_server() {
     let config_before = status_hash(&api.get("line-1").await.unwrap());
     let change = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
         "telemetry": [{"key": "temp"}]}]}}});
-    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&change))
-        .await
-        .unwrap();
+    merge(&api, &change).await;
     let applied = wait_for(&client, ns, "line-1", "new config applied", |sc| {
         status_hash(sc) != config_before && is(sc, "Ready", "True")
     })
@@ -331,13 +336,7 @@ async fn operator_on_a_real_api_server() {
 
     // --- A socket change cannot be hot-reloaded: it rolls the pods.
     let socket_change = json!({"spec": {"connector": {"socket": {"bufferSize": 2048}}}});
-    api.patch(
-        "line-1",
-        &PatchParams::default(),
-        &Patch::Merge(&socket_change),
-    )
-    .await
-    .unwrap();
+    merge(&api, &socket_change).await;
     wait_for(&client, ns, "line-1", "socket change rolled out", |sc| {
         status_hash(sc) != status_hash(&applied) && is(sc, "Ready", "True")
     })
@@ -352,9 +351,7 @@ async fn operator_on_a_real_api_server() {
     // --- A configuration the connector's loader rejects: ConfigValid=False with the JSON path.
     let bad = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
         "telemetry": [{"key": "temp", "reportStrategy": {"type": "ON_REPORT_PERIOD"}}]}]}}});
-    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&bad))
-        .await
-        .unwrap();
+    merge(&api, &bad).await;
     let invalid = wait_for(&client, ns, "line-1", "ConfigValid=False", |sc| {
         is(sc, "ConfigValid", "False")
     })
@@ -380,9 +377,7 @@ async fn operator_on_a_real_api_server() {
     );
     let fixed = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
         "telemetry": [{"key": "temp"}]}]}}});
-    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&fixed))
-        .await
-        .unwrap();
+    merge(&api, &fixed).await;
     wait_for(&client, ns, "line-1", "valid again", |sc| {
         is(sc, "Ready", "True") && is(sc, "ConfigValid", "True")
     })
@@ -391,13 +386,7 @@ async fn operator_on_a_real_api_server() {
     // --- A child the API server refuses (a claim's storage class cannot change) degrades the
     // connector with the server's message instead of failing silently; undoing it heals it.
     let queue = |class: &str| json!({"spec": {"queue": {"persistence": {"size": "1Gi", "storageClassName": class}}}});
-    api.patch(
-        "line-1",
-        &PatchParams::default(),
-        &Patch::Merge(&queue("fast")),
-    )
-    .await
-    .unwrap();
+    merge(&api, &queue("fast")).await;
     let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         Api::namespaced(client.clone(), ns);
     let deadline = Instant::now() + WAIT;
@@ -405,13 +394,7 @@ async fn operator_on_a_real_api_server() {
         assert!(Instant::now() < deadline, "queue claim not created");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    api.patch(
-        "line-1",
-        &PatchParams::default(),
-        &Patch::Merge(&queue("slow")),
-    )
-    .await
-    .unwrap();
+    merge(&api, &queue("slow")).await;
     let refused = wait_for(&client, ns, "line-1", "ApplyFailed", |sc| {
         condition(sc, "Degraded").is_some_and(|c| c.reason == "ApplyFailed")
     })
@@ -423,43 +406,23 @@ async fn operator_on_a_real_api_server() {
     );
     assert!(message.contains("immutable"), "{message}");
     assert!(is(&refused, "ConfigValid", "True"));
-    api.patch(
-        "line-1",
-        &PatchParams::default(),
-        &Patch::Merge(&queue("fast")),
-    )
-    .await
-    .unwrap();
+    merge(&api, &queue("fast")).await;
     wait_for(&client, ns, "line-1", "healed", |sc| {
         is(sc, "Ready", "True") && is(sc, "Degraded", "False")
     })
     .await;
-    api.patch(
-        "line-1",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"queue": null}})),
-    )
-    .await
-    .unwrap();
+    merge(&api, &json!({"spec": {"queue": null}})).await;
 
     // --- Two identities, then one: the orphaned Deployment goes.
     secret(&client, ns, "gateway-b", &[("token", "gateway-token-2")]).await;
     let two = json!({"spec": {"replicas": 2, "thingsboard": {"additionalAccessTokens": [{"name": "gateway-b", "key": "token"}]}}});
-    api.patch("line-1", &PatchParams::default(), &Patch::Merge(&two))
-        .await
-        .unwrap();
+    merge(&api, &two).await;
     wait_for(&client, ns, "line-1", "two replicas ready", |sc| {
         sc.status.as_ref().and_then(|s| s.ready_replicas) == Some(2) && is(sc, "Ready", "True")
     })
     .await;
     assert!(deployments.get_opt("line-1-1").await.unwrap().is_some());
-    api.patch(
-        "line-1",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"replicas": 1}})),
-    )
-    .await
-    .unwrap();
+    merge(&api, &json!({"spec": {"replicas": 1}})).await;
     let deadline = Instant::now() + WAIT;
     while deployments.get_opt("line-1-1").await.unwrap().is_some() {
         assert!(

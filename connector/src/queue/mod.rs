@@ -587,10 +587,6 @@ impl Queue {
         state.closed && state.entries.is_empty()
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.lock().closed
-    }
-
     /// Records and bytes waiting (sent or not) for an acknowledgement.
     pub fn depth(&self) -> (usize, u64) {
         let state = self.lock();
