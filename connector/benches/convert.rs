@@ -17,30 +17,28 @@
 use std::hint::black_box;
 
 use bytes::BytesMut;
+use connector_core::build::Built;
+use connector_core::convert::{ConvertedData, UplinkConverter};
+use connector_core::framing::{Framer, FramerFactory, FramingConfig};
+use connector_core::load::load_str;
+use connector_core::thingsboard::api::UplinkBatch;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use socket_connector::config;
-use socket_connector::convert::{ConvertedData, UplinkConverter};
-use socket_connector::framing::{Framer, FramingConfig};
-use socket_connector::report::ReportStrategy;
-use socket_connector::router::Router;
 use socket_connector::simulate::{self, Protocol, FRAME_LEN};
-use socket_connector::thingsboard::api::UplinkBatch;
 
 /// The connector's default `--max-payload-size`.
 const MAX_PAYLOAD: usize = 8196;
 /// A timestamp in ThingsBoard's unit (ms since the epoch).
 const TS_MS: i64 = 1_795_613_632_556;
 
-fn bench_config() -> config::ConnectorConfig {
+fn bench_config() -> std::sync::Arc<Built> {
     let text = simulate::socket_json(Protocol::Tcp, 0, 1024).to_string();
-    config::load_str(&text)
+    load_str(&text)
         .expect("the generator's socket.json loads")
-        .config
+        .built
 }
 
 fn converter() -> UplinkConverter {
-    let router = Router::new(&bench_config(), ReportStrategy::global(None));
-    router.devices()[0].converter.clone()
+    bench_config().devices.devices()[0].converter.clone()
 }
 
 fn framer() -> Framer {
@@ -48,10 +46,10 @@ fn framer() -> Framer {
         "type": "delimiter", "delimiter": "\\n"
     }))
     .expect("framing config");
-    framing
-        .build()
+    FramerFactory::new(&framing)
         .expect("valid framing")
         .expect("not raw framing")
+        .framer()
 }
 
 /// `count` frames back to back, as they arrive on the socket.

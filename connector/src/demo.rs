@@ -13,10 +13,10 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config;
-use crate::report::ReportStrategy;
 use crate::runtime::{shutdown_signal, Connector, GatewaySettings};
 use crate::thingsboard::MqttSettings;
+use connector_core::config::{ReportStrategy, SocketKind};
+use connector_core::load::{load_file, load_str};
 
 /// The built-in configuration (`examples/socket.json`).
 pub const EXAMPLE_CONFIG: &str = include_str!("../../examples/socket.json");
@@ -27,14 +27,13 @@ pub struct DemoOptions {
 }
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
-    let loaded = match &options.config {
-        Some(path) => config::load_file(path)?,
-        None => config::load_str(EXAMPLE_CONFIG)?,
+    let mut loaded = match &options.config {
+        Some(path) => load_file(path)?,
+        None => load_str(EXAMPLE_CONFIG)?,
     };
-    let mut config = loaded.config;
     // A free port, so the demo never clashes with a running connector.
-    config.socket.port = 0;
-    if config.socket.kind != config::SocketKind::Tcp {
+    loaded.config.socket.port = 0;
+    if loaded.config.socket.kind != SocketKind::Tcp {
         bail!("the demo's simulated device speaks TCP; give a TCP socket.json");
     }
 
@@ -57,7 +56,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         metrics_address: None,
         queue: Default::default(),
     };
-    let connector = Connector::start(&config, settings).await?;
+    let connector = Connector::start(&loaded, settings).await?;
     let device_addr = connector.local_addr();
     println!(
         "connector listening on TCP {device_addr}; simulated device sends a frame every second"

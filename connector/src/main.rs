@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use connector_core::config::{LogLevel, ReportStrategy, ReportStrategyConfig};
+use connector_core::load::load_file;
 use rumqttc::QoS;
-use socket_connector::config::{self, LogLevel, ReportStrategyConfig};
 use socket_connector::logging::{self, LogFormat};
 use socket_connector::queue::{Fsync, FullPolicy, QueueSettings, Storage};
-use socket_connector::report::ReportStrategy;
 use socket_connector::runtime::{shutdown_signal, Connector, GatewaySettings};
 use socket_connector::thingsboard::MqttSettings;
 use socket_connector::{demo, reload, tools};
@@ -306,7 +306,7 @@ fn migrate(args: MigrateArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) -> ExitCode {
-    let loaded = match config::load_file(&args.config) {
+    let loaded = match load_file(&args.config) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!(
@@ -329,7 +329,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
     }
     let mut settings = args.thingsboard.settings();
     settings.queue = args.queue.settings();
-    let connector = match Connector::start(&loaded.config, settings).await {
+    let connector = match Connector::start(&loaded, settings).await {
         Ok(connector) => connector,
         Err(e) => {
             error!("{e:#}");

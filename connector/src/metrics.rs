@@ -239,6 +239,25 @@ impl Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// One configured device's series of the per-device metrics.
+#[derive(Debug, Clone)]
+pub struct DeviceCounters {
+    pub frames: IntCounter,
+    pub bytes: IntCounter,
+    pub decode_errors: IntCounter,
+}
+
+impl DeviceCounters {
+    pub fn new(device: &str) -> Self {
+        let m = metrics();
+        Self {
+            frames: m.frames_received.with_label_values(&[device]),
+            bytes: m.received_bytes.with_label_values(&[device]),
+            decode_errors: m.decode_errors.with_label_values(&[device]),
+        }
+    }
+}
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS

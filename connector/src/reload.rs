@@ -11,10 +11,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{self, ConnectorConfig};
 use crate::live::Live;
 use crate::metrics::metrics;
 use crate::transport::DeviceLinks;
+use connector_core::config::{ConnectorConfig, DeviceConfig};
+use connector_core::load::{load_file, LoadedConfig};
 
 /// How often the file is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -44,9 +45,7 @@ pub fn plan(old: &ConnectorConfig, new: &ConnectorConfig) -> Result<ReloadSummar
         );
     }
     let mut summary = ReloadSummary::default();
-    fn by_name(
-        config: &ConnectorConfig,
-    ) -> indexmap::IndexMap<String, &crate::config::DeviceConfig> {
+    fn by_name(config: &ConnectorConfig) -> indexmap::IndexMap<String, &DeviceConfig> {
         config
             .devices
             .iter()
@@ -95,10 +94,10 @@ impl Reloader {
     }
 
     /// Installs `new` unless [`plan`] rejects it.
-    pub fn apply(&self, new: ConnectorConfig) -> Result<ReloadSummary, String> {
+    pub fn apply(&self, new: &LoadedConfig) -> Result<ReloadSummary, String> {
         let current = self.live.load();
-        let summary = plan(&current.config, &new)?;
-        if summary.is_empty() && *current.config == new {
+        let summary = plan(&current.config, &new.config)?;
+        if summary.is_empty() && *current.config == new.config {
             return Ok(summary);
         }
         let old_names: Vec<&str> = current
@@ -108,6 +107,7 @@ impl Reloader {
             .map(|d| d.device_name.as_str())
             .collect();
         let old_index: Vec<Option<usize>> = new
+            .config
             .devices
             .iter()
             .map(|d| old_names.iter().position(|name| *name == d.device_name))
@@ -119,7 +119,7 @@ impl Reloader {
 
     /// Reads, checks and applies the file; logs and counts the outcome.
     pub fn reload_file(&self, path: &std::path::Path) -> bool {
-        let loaded = match config::load_file(path) {
+        let loaded = match load_file(path) {
             Ok(loaded) => loaded,
             Err(e) => {
                 return self.rejected(path, &format!("invalid configuration: {e}"));
@@ -128,7 +128,7 @@ impl Reloader {
         for warning in &loaded.warnings {
             warn!(file = %path.display(), "{warning}");
         }
-        match self.apply(loaded.config) {
+        match self.apply(&loaded) {
             Ok(summary) => {
                 metrics()
                     .config_reloads

@@ -12,19 +12,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{ConnectorConfig, SocketKind, SocketMode};
 use crate::downlink::{Downlink, DownlinkContext, LastValues};
-use crate::http::{self, Health};
+use crate::http::Health;
 use crate::live::Live;
 use crate::queue::{Queue, QueueSettings};
 use crate::reload::Reloader;
-use crate::report::ReportStrategy;
-use crate::thingsboard::limits::SessionLimits;
 use crate::thingsboard::session::Session;
 use crate::thingsboard::uplink::Uplink;
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
 use crate::transport::limits::ConnectionLimits;
 use crate::transport::{self, client, DeviceLinks, Ingest};
+use connector_core::config::{ReportStrategy, SocketKind};
+use connector_core::load::LoadedConfig;
+use connector_core::thingsboard::limits::SessionLimits;
 
 /// Gateway-wide settings, what `tb_gateway.json` holds for the ThingsBoard gateway.
 #[derive(Debug, Clone)]
@@ -61,11 +61,9 @@ pub struct Connector {
 impl Connector {
     /// Binds the device socket and starts talking to ThingsBoard. Fails if the socket cannot be
     /// bound; an unreachable ThingsBoard is retried in the background.
-    pub async fn start(
-        config: &ConnectorConfig,
-        settings: GatewaySettings,
-    ) -> anyhow::Result<Self> {
-        let live = Arc::new(Live::new(config.clone(), settings.report_strategy));
+    pub async fn start(loaded: &LoadedConfig, settings: GatewaySettings) -> anyhow::Result<Self> {
+        let config = &loaded.config;
+        let live = Arc::new(Live::new(loaded));
         let socket = &config.socket;
         let address = transport::bind_address(&socket.address, socket.port)
             .await
@@ -82,10 +80,10 @@ impl Connector {
         let (stop, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         if let Some(address) = settings.metrics_address {
-            let listener = http::bind(address)
+            let listener = probes::bind(address)
                 .await
                 .with_context(|| format!("cannot serve metrics on {address}"))?;
-            tokio::spawn(http::serve(listener, health.clone(), stop_rx.clone()));
+            tokio::spawn(probes::serve(listener, health.clone(), stop_rx.clone()));
         }
         let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
         let (requests, requests_rx) = mpsc::channel(ATTRIBUTE_REQUEST_CAPACITY);
@@ -97,29 +95,13 @@ impl Connector {
             queue,
             requests,
             links: links.clone(),
-            read_size: socket.read_size(),
-            framing: socket.framing.clone(),
         };
-        let (listener, local_addr) = match socket.kind {
-            SocketKind::Tcp if socket.mode == Some(SocketMode::Client) => {
-                let bytes = |text: &Option<String>| {
-                    text.as_deref()
-                        .and_then(|t| crate::framing::parse_bytes(t).ok())
-                        .map(bytes::Bytes::from)
-                };
+        let (listener, local_addr) = match (socket.kind, &loaded.built.client) {
+            (SocketKind::Tcp, Some(plan)) => {
                 let settings = client::ClientSettings {
                     host: socket.address.clone(),
                     port: socket.port,
-                    handshake: bytes(&socket.handshake),
-                    poll: bytes(&socket.poll_payload).map(|payload| {
-                        (
-                            payload,
-                            Duration::from_millis(socket.poll_interval_ms.unwrap_or(1000)),
-                        )
-                    }),
-                    reconnect_delay: Duration::from_millis(
-                        socket.reconnect_delay_ms.unwrap_or(500).max(10),
-                    ),
+                    plan: plan.clone(),
                     idle_timeout: limits.idle_timeout,
                 };
                 (
@@ -127,7 +109,7 @@ impl Connector {
                     address,
                 )
             }
-            SocketKind::Tcp => {
+            (SocketKind::Tcp, None) => {
                 let tls = match &socket.tls {
                     Some(tls) => {
                         Some(transport::tls::acceptor(tls).map_err(|(key, message)| {
@@ -142,7 +124,7 @@ impl Connector {
                 let serve = transport::tcp::serve(listener, ingest, tls, limits, stop_rx.clone());
                 (tokio::spawn(serve), local)
             }
-            SocketKind::Udp => {
+            (SocketKind::Udp, _) => {
                 let udp = UdpSocket::bind(address)
                     .await
                     .with_context(|| format!("cannot bind UDP {address}"))?;
@@ -152,7 +134,7 @@ impl Connector {
             }
         };
         health.listener_bound.store(true, Ordering::Relaxed);
-        if socket.mode == Some(SocketMode::Client) {
+        if loaded.built.client.is_some() {
             info!(connector = %connector_name, address = %local_addr, "TCP client socket is up, connecting to the device server");
         } else {
             info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
@@ -199,6 +181,7 @@ impl Connector {
             uplink_queue,
             settings.mqtt.max_payload,
             connector_name,
+            settings.report_strategy,
             last_values,
             limits_rx,
         );

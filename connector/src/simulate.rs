@@ -606,12 +606,10 @@ mod tests {
     #[test]
     fn the_config_slices_the_three_keys() {
         let text = socket_json(Protocol::Tcp, 0, 1024).to_string();
-        let config = crate::config::load_str(&text).unwrap().config;
-        let router =
-            crate::router::Router::new(&config, crate::report::ReportStrategy::global(None));
+        let built = connector_core::load::load_str(&text).unwrap().built;
         let mut frame = [0u8; FRAME_LEN];
         encode_frame(&mut frame, 99, 123_456_789, 3);
-        let device = &router.devices()[0];
+        let device = &built.devices.devices()[0];
         let data = device.converter.convert(&frame[..FRAME_LEN - 1], 0);
         let values: Vec<(String, String)> = data
             .telemetry

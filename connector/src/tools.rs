@@ -5,11 +5,11 @@ use std::fmt::Write;
 
 use serde_json::{json, Value};
 
-use crate::address_filter::peer_string;
-use crate::config::{self, ConnectorConfig, Encoding};
-use crate::report::ReportStrategy;
-use crate::router::Router;
-use crate::thingsboard::api::UplinkBatch;
+use connector_core::address_filter::peer_string;
+use connector_core::config::{self, AttributeScope, ConnectorConfig, Encoding};
+use connector_core::load::check_value;
+use connector_core::route::{route, Routed};
+use connector_core::thingsboard::api::UplinkBatch;
 
 /// The outcome of `validate`: printable lines, and whether the file is usable.
 pub struct Report {
@@ -36,7 +36,7 @@ pub fn validate(text: &str, samples: &[Vec<u8>], peer: Option<std::net::SocketAd
             };
         }
     };
-    let loaded = match config::check_value(value) {
+    let loaded = match check_value(value) {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in errors {
@@ -55,11 +55,11 @@ pub fn validate(text: &str, samples: &[Vec<u8>], peer: Option<std::net::SocketAd
     for note in thingsboard_notes(&loaded.config) {
         let _ = writeln!(out, "thingsboard: {note}");
     }
-    let router = Router::new(&loaded.config, ReportStrategy::global(None));
+    let devices = &loaded.built.devices;
     let peer_text = peer.map(peer_string);
     let set: Vec<usize> = match &peer_text {
-        Some(peer) => router.matching(peer),
-        None => (0..router.devices().len()).collect(),
+        Some(peer) => devices.matching(peer),
+        None => (0..devices.len()).collect(),
     };
     if let Some(peer) = &peer_text {
         if set.is_empty() {
@@ -72,20 +72,16 @@ pub fn validate(text: &str, samples: &[Vec<u8>], peer: Option<std::net::SocketAd
     for (index, sample) in samples.iter().enumerate() {
         let _ = writeln!(out, "sample {} ({} bytes):", index + 1, sample.len());
         let mut batch = UplinkBatch::new();
-        for &device in &set {
-            let Some(entry) = router.device(device) else {
-                continue;
-            };
-            if !entry.accepts(sample) {
-                continue;
-            }
-            for (scope, keys) in entry.attribute_requests(sample) {
-                let client = scope == config::AttributeScope::Client;
-                let request = json!({"keys": keys, "device": &*entry.converter.device.name, "client": client});
-                let _ = writeln!(out, "  v1/gateway/attributes/request {request}");
-            }
-            if entry.attribute_requests(sample).is_empty() {
-                batch.add(entry.converter.convert(sample, 0));
+        for (_, routed) in route(devices, &set, sample, 0) {
+            match routed {
+                Routed::AttributeRequests(requests) => {
+                    for request in requests {
+                        let client = request.scope == AttributeScope::Client;
+                        let request = json!({"keys": request.keys, "device": &*request.device, "client": client});
+                        let _ = writeln!(out, "  v1/gateway/attributes/request {request}");
+                    }
+                }
+                Routed::Data(data) => batch.add(data),
             }
         }
         for payload in batch.attributes_payloads(usize::MAX) {
@@ -219,7 +215,7 @@ pub fn migrate(text: &str) -> Result<(String, bool), String> {
     } else {
         value
     };
-    config::load_value(converted.clone()).map_err(|e| e.to_string())?;
+    connector_core::load::load_value(converted.clone()).map_err(|e| e.to_string())?;
     let mut out = serde_json::to_string_pretty(&converted).map_err(|e| e.to_string())?;
     out.push('\n');
     Ok((out, legacy))
@@ -233,7 +229,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    crate::convert::text::encode(&digits, Encoding::Hex)
+    connector_core::convert::text::encode(&digits, Encoding::Hex)
 }
 
 #[cfg(test)]

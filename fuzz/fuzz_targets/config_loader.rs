@@ -1,14 +1,13 @@
 //! Arbitrary bytes as a `socket.json`: the loader must return a result, never panic, and a
-//! configuration it accepts must build (device table, framer) and run a few frames without panic.
+//! configuration it accepts is built (device table, framer) and routes a few frames without panic.
 
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use socket_connector::config::{check_value, load_str, load_value};
-use socket_connector::report::ReportStrategy;
-use socket_connector::router::Router;
+use connector_core::load::{check_value, load_str, load_value};
+use connector_core::route::route;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -24,29 +23,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = load_value(value);
     }
     let Ok(loaded) = loaded else { return };
-    let config = &loaded.config;
-    let router = Router::new(
-        config,
-        ReportStrategy::global(config.report_strategy.as_ref()),
-    );
-    if let Some(framing) = &config.socket.framing {
-        // The loader validated it, so it builds.
-        let mut framer = framing
-            .build()
-            .expect("a framing the loader accepted must build");
-        if let Some(framer) = framer.as_mut() {
-            let mut buffer = BytesMut::from(data);
-            while let Ok(Some(_)) | Err(_) = framer.next_frame(&mut buffer) {
-                if buffer.is_empty() {
-                    break;
-                }
+    let built = &loaded.built;
+    if let Some(factory) = &built.framing {
+        let mut framer = factory.framer();
+        let mut buffer = BytesMut::from(data);
+        while let Ok(Some(_)) | Err(_) = framer.next_frame(&mut buffer) {
+            if buffer.is_empty() {
+                break;
             }
         }
     }
-    let set = router.matching("127.0.0.1:5000");
-    for device in router.devices() {
-        let _ = device.accepts(data);
-        let _ = device.attribute_requests(data);
-    }
-    let _ = router.convert(&set, data, 0).count();
+    let set = built.devices.matching("127.0.0.1:5000");
+    let _ = route(&built.devices, &set, data, 0).count();
 });

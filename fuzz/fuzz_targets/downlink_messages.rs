@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use socket_connector::config::Encoding;
-use socket_connector::convert::text;
-use socket_connector::downlink::expression::{KeyNames, RequestMatcher};
-use socket_connector::downlink::messages::{parse, Incoming};
-use socket_connector::downlink::{python, rpc};
-use socket_connector::thingsboard::limits::{RateLimiter, SessionLimits};
+use connector_core::config::Encoding;
+use connector_core::convert::text;
+use connector_core::downlink::expression::{KeyNames, RequestMatcher};
+use connector_core::downlink::messages::{parse, Incoming};
+use connector_core::downlink::{python, rpc};
+use connector_core::thingsboard::limits::{RateLimiter, SessionLimits};
 
 const ENCODINGS: &[Encoding] = &[
     Encoding::Utf8,

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Map, Value};
-use socket_connector::framing::{parse_bytes, FrameError, Framer, FramingConfig};
+use connector_core::framing::{parse_bytes, FrameError, Framer, FramerFactory, FramingConfig, FramingKind};
 
 /// Byte strings as `socket.json` spells them: mostly valid escapes or hex, sometimes raw text.
 fn bytes_text(u: &mut Unstructured<'_>) -> Result<String> {
@@ -116,20 +116,18 @@ fn target(u: &mut Unstructured<'_>) -> Result<()> {
     let Ok(config) = serde_json::from_value::<FramingConfig>(value) else {
         return Ok(());
     };
-    let Ok(Some(mut framer)) = config.build() else {
+    let Ok(Some(factory)) = FramerFactory::new(&config) else {
         return Ok(());
     };
-    let Ok(Some(mut whole)) = config.build() else {
-        unreachable!("a config builds twice");
-    };
+    let (mut framer, mut whole) = (factory.framer(), factory.framer());
     let max = config.max_frame_length.unwrap_or(65_536);
-    let (slack, strict) = match &framer {
+    let (slack, strict) = match config.kind {
         // An unstripped delimiter is not counted in maxFrameLength.
-        Framer::Delimiter(_) if config.strip_delimiter == Some(false) => {
+        FramingKind::Delimiter if config.strip_delimiter == Some(false) => {
             let delimiter = config.delimiter.as_deref().unwrap_or_default();
             (parse_bytes(delimiter).map_or(0, |b| b.len()), false)
         }
-        Framer::Fixed(_) | Framer::Markers(_) => (0, true),
+        FramingKind::Fixed | FramingKind::Markers => (0, true),
         _ => (0, false),
     };
     let cuts: Vec<u16> = u.arbitrary()?;

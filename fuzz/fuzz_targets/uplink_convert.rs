@@ -9,11 +9,11 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use socket_connector::config::load_str;
-use socket_connector::convert::typed::{NumberOrder, TypedDecoder, ValueType};
-use socket_connector::convert::{slice, text};
-use socket_connector::report::ReportStrategy;
-use socket_connector::router::Router;
+use connector_core::build::Built;
+use connector_core::convert::typed::{NumberOrder, TypedDecoder, ValueType};
+use connector_core::convert::{slice, text};
+use connector_core::load::load_str;
+use connector_core::route::{route, Routed};
 
 const CONFIGS: &[&str] = &[
     include_str!("../../examples/socket.json"),
@@ -23,13 +23,10 @@ const CONFIGS: &[&str] = &[
     include_str!("../configs/uplink.json"),
 ];
 
-static ROUTERS: LazyLock<Vec<Router>> = LazyLock::new(|| {
+static BUILT: LazyLock<Vec<std::sync::Arc<Built>>> = LazyLock::new(|| {
     CONFIGS
         .iter()
-        .map(|text| {
-            let loaded = load_str(text).expect("fuzz configs load");
-            Router::new(&loaded.config, ReportStrategy::ON_RECEIVED)
-        })
+        .map(|text| load_str(text).expect("fuzz configs load").built)
         .collect()
 });
 
@@ -81,15 +78,15 @@ fn typed(u: &mut Unstructured<'_>) -> Result<()> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    for router in ROUTERS.iter() {
-        let set = router.matching("127.0.0.1:5000");
-        let _ = router.convert(&set, data, 1_700_000_000_000).count();
-        for device in router.devices() {
-            let _ = device.accepts(data);
-            let _ = device.attribute_requests(data);
+    for built in BUILT.iter() {
+        let devices = &built.devices;
+        let set: Vec<usize> = (0..devices.len()).collect();
+        for (index, routed) in route(devices, &set, data, 1_700_000_000_000) {
+            let Routed::Data(converted) = routed else {
+                continue;
+            };
             // At most one datapoint per configured key (a repeated key keeps one).
-            let converter = &device.converter;
-            let converted = converter.convert(data, 0);
+            let converter = &devices.devices()[index].converter;
             assert!(converted.telemetry.len() <= converter.telemetry.len());
             assert!(converted.attributes.len() <= converter.attributes.len());
         }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use connector_core::config::ConnectorConfig;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -10,7 +11,6 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use socket_connector::config::ConnectorConfig;
 
 pub const GROUP: &str = "tbsc.io";
 pub const VERSION: &str = "v1alpha1";
@@ -132,7 +132,7 @@ pub struct ThingsBoardSpec {
     pub additional_access_tokens: Vec<SecretKeyRef>,
     /// Gateway-wide report strategy, as in `tb_gateway.json` (`{"type": "ON_CHANGE"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report_strategy: Option<socket_connector::config::ReportStrategyConfig>,
+    pub report_strategy: Option<connector_core::config::ReportStrategyConfig>,
 }
 
 /// A key of a Secret in the connector's namespace.

@@ -94,13 +94,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let client = Client::try_default().await?;
     let metrics = Arc::new(OperatorMetrics::new());
-    let listener = socket_connector::http::bind(args.metrics_address).await?;
+    let listener = probes::bind(args.metrics_address).await?;
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(socket_connector::http::serve(
-        listener,
-        metrics.clone(),
-        stop_rx,
-    ));
+    tokio::spawn(probes::serve(listener, metrics.clone(), stop_rx));
 
     let identity = args
         .identity

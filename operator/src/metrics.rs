@@ -1,11 +1,11 @@
-//! The operator's own metrics and probes, served by the connector crate's HTTP endpoint.
+//! The operator's own metrics and probes, served by the probes crate's HTTP endpoint.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use probes::Endpoint;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use socket_connector::http::Endpoint;
 
 pub struct OperatorMetrics {
     registry: Registry,

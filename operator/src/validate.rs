@@ -4,8 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use connector_core::config::{ConnectorConfig, SocketKind};
+use connector_core::load::load_value;
 use sha2::{Digest, Sha256};
-use socket_connector::config::{self, ConnectorConfig, SocketKind};
 
 use crate::crd::{QueueSpec, SecretKeyRef, SocketConnectorSpec};
 
@@ -83,7 +84,7 @@ pub fn validate(
     let config = pod_config(&spec.connector);
     let value = serde_json::to_value(&config)
         .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
-    let loaded = config::load_value(value).map_err(|e| SpecError::InvalidConfig(e.to_string()))?;
+    let loaded = load_value(value).map_err(|e| SpecError::InvalidConfig(e.to_string()))?;
 
     let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
     let tokens: Vec<&SecretKeyRef> = std::iter::once(&spec.thingsboard.access_token)
@@ -153,12 +154,12 @@ pub fn validate(
 fn check_queue(queue: &QueueSpec) -> Result<(), SpecError> {
     if let Some(policy) = &queue.full_policy {
         policy
-            .parse::<socket_connector::queue::FullPolicy>()
+            .parse::<connector_core::settings::FullPolicy>()
             .map_err(|e| SpecError::InvalidQueue(format!("fullPolicy: {e}")))?;
     }
     if let Some(fsync) = &queue.fsync {
         fsync
-            .parse::<socket_connector::queue::Fsync>()
+            .parse::<connector_core::settings::Fsync>()
             .map_err(|e| SpecError::InvalidQueue(format!("fsync: {e}")))?;
     }
     if queue.max_bytes.is_some_and(|bytes| bytes < 1) {

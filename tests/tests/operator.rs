@@ -16,8 +16,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, ResourceExt};
+use probes::Endpoint;
 use serde_json::{json, Value};
-use socket_connector::http::Endpoint;
 use socket_connector_operator::build::{Defaults, RESTART_HASH_ANNOTATION};
 use socket_connector_operator::controller::{self, Context};
 use socket_connector_operator::crd::SocketConnector;

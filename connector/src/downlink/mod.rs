@@ -2,9 +2,6 @@
 //! RPC. Incoming MQTT messages are parsed into typed requests ([`messages`]), decided without IO
 //! where possible, and executed against the device connections ([`DeviceLinks`]).
 
-pub mod expression;
-pub mod messages;
-pub mod python;
 pub mod rpc;
 
 use std::collections::HashMap;
@@ -19,26 +16,16 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::config::AttributeScope;
-use crate::convert::{text, ConvertedData};
 use crate::live::Live;
 use crate::metrics::metrics;
-use crate::thingsboard::api::topic;
-use crate::thingsboard::limits::{self, SessionLimits};
 use crate::thingsboard::Publisher;
-use crate::transport::DeviceLinks;
-use messages::{AttributeResponse, AttributeUpdate, Incoming};
-
-/// An attribute request found in a device message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttributeRequest {
-    /// The device's ThingsBoard name.
-    pub device: Arc<str>,
-    /// The connection that asked; the response goes back to it.
-    pub peer: SocketAddr,
-    pub scope: AttributeScope,
-    pub keys: Vec<String>,
-}
+use crate::transport::{DeviceLinks, PeerAttributeRequest};
+use connector_core::config::AttributeScope;
+use connector_core::convert::{text, ConvertedData};
+use connector_core::downlink::messages::{self, AttributeResponse, AttributeUpdate, Incoming};
+use connector_core::downlink::python;
+use connector_core::thingsboard::api::topic;
+use connector_core::thingsboard::limits::{self, SessionLimits};
 
 /// What the downlink task hears from the MQTT session.
 #[derive(Debug)]
@@ -129,7 +116,7 @@ impl Downlink {
     pub async fn run(
         mut self,
         mut events: mpsc::UnboundedReceiver<DownlinkEvent>,
-        mut requests: mpsc::Receiver<AttributeRequest>,
+        mut requests: mpsc::Receiver<PeerAttributeRequest>,
     ) {
         let mut expiry = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -186,7 +173,8 @@ impl Downlink {
         }
     }
 
-    async fn request_attributes(&mut self, request: AttributeRequest) {
+    async fn request_attributes(&mut self, asked: PeerAttributeRequest) {
+        let PeerAttributeRequest { request, peer } = asked;
         let id = self.next_request_id;
         self.next_request_id += 1;
         let payload = json!({
@@ -207,7 +195,7 @@ impl Downlink {
             id,
             PendingRequest {
                 device: request.device.clone(),
-                peer: request.peer,
+                peer,
                 sent: Instant::now(),
             },
         );
@@ -269,18 +257,19 @@ impl Downlink {
     /// Shared attribute changed in ThingsBoard: write each configured one to the device.
     async fn update_attributes(&mut self, update: AttributeUpdate) {
         let snapshot = self.context.live.load();
-        let Some(addressed) = self.context.links.address(&snapshot.router, &update.device) else {
+        let devices = &snapshot.built.devices;
+        let Some(addressed) = self.context.links.address(devices, &update.device) else {
             warn!(device = %update.device, "attribute update for a device this connector does not have");
             return;
         };
-        let Some(device) = snapshot.config.devices.get(addressed.index) else {
+        let Some(device) = devices.device(addressed.index) else {
             return;
         };
-        for entry in &device.attribute_updates {
-            let Some(value) = update.data.get(&entry.attribute_on_thingsboard) else {
+        for entry in &device.downlink.attribute_updates {
+            let Some(value) = update.data.get(&entry.attribute) else {
                 continue;
             };
-            let encoding = entry.encoding.unwrap_or(device.encoding);
+            let encoding = entry.encoding;
             let outcome = match text::encode(&python::str(value), encoding) {
                 Ok(bytes) => self
                     .context
@@ -290,7 +279,7 @@ impl Downlink {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot encode as {encoding}: {e}")),
             };
-            let key = &entry.attribute_on_thingsboard;
+            let key = &entry.attribute;
             match outcome {
                 Ok(peer) => {
                     count(&metrics().attribute_updates, "written");

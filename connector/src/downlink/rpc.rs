@@ -12,31 +12,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-use super::messages::{ConnectorRpc, DeviceRpc};
-use super::{python, DownlinkContext};
-use crate::config::SocketKind;
-use crate::convert::text;
+use super::DownlinkContext;
 use crate::metrics::metrics;
-use crate::thingsboard::api::topic;
 use crate::transport::DownlinkError;
-
-/// What an RPC reply carries in `data`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RpcOutcome {
-    /// `{"result": ...}`
-    Result(Value),
-    /// `{"error": "..."}`
-    Error(String),
-}
-
-impl RpcOutcome {
-    pub fn data(&self) -> Value {
-        match self {
-            Self::Result(value) => json!({ "result": value }),
-            Self::Error(message) => json!({ "error": message }),
-        }
-    }
-}
+use connector_core::config::SocketKind;
+use connector_core::convert::text;
+use connector_core::downlink::messages::{ConnectorRpc, DeviceRpc};
+use connector_core::downlink::python;
+pub use connector_core::downlink::rpc::{set_fields, strip_device_name, RpcOutcome};
+use connector_core::thingsboard::api::topic;
 
 impl From<DownlinkError> for RpcOutcome {
     fn from(error: DownlinkError) -> Self {
@@ -101,18 +85,15 @@ async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {
 /// `None`: the write succeeded and the method does not want a response.
 async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Option<RpcOutcome> {
     let snapshot = context.live.load();
-    let Some(addressed) = context.links.address(&snapshot.router, &request.device) else {
+    let devices = &snapshot.built.devices;
+    let Some(addressed) = context.links.address(devices, &request.device) else {
         return Some(RpcOutcome::Error(format!(
             "device {:?} is not configured in this connector",
             request.device
         )));
     };
-    let device = snapshot.config.devices.get(addressed.index)?;
-    let Some(entry) = device
-        .server_side_rpc
-        .iter()
-        .find(|e| e.method_rpc == request.method)
-    else {
+    let device = devices.device(addressed.index)?;
+    let Some(entry) = device.downlink.rpc(&request.method) else {
         return Some(match request.method.as_str() {
             "set" => set(context, &request.params).await,
             "get" => get(context, &request.device, &request.params),
@@ -122,7 +103,7 @@ async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Op
             )),
         });
     };
-    let encoding = entry.encoding.unwrap_or(device.encoding);
+    let encoding = entry.encoding;
     let bytes = match text::encode(&python::str(&request.params), encoding) {
         Ok(bytes) => Bytes::from(bytes),
         Err(e) => {
@@ -132,7 +113,7 @@ async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Op
         }
     };
     let links = &context.links;
-    let Some(timeout_ms) = entry.response_timeout_ms else {
+    let Some(timeout) = entry.response_timeout else {
         return match links.write_to_device(addressed, bytes).await {
             Ok(_) if entry.with_response => Some(RpcOutcome::Result(json!("ok"))),
             Ok(_) => None,
@@ -149,7 +130,7 @@ async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Op
         links.cancel_reply(peer);
         return Some(error.into());
     }
-    match tokio::time::timeout(Duration::from_millis(timeout_ms), answer).await {
+    match tokio::time::timeout(timeout, answer).await {
         Ok(Ok(reply)) => Some(RpcOutcome::Result(Value::String(text::decode(
             &reply, encoding,
         )))),
@@ -159,7 +140,8 @@ async fn handle_device_rpc(context: &DownlinkContext, request: &DeviceRpc) -> Op
         Err(_) => {
             links.cancel_reply(peer);
             Some(RpcOutcome::Error(format!(
-                "device did not answer within {timeout_ms} ms"
+                "device did not answer within {} ms",
+                timeout.as_millis()
             )))
         }
     }
@@ -209,7 +191,7 @@ async fn set(context: &DownlinkContext, params: &Value) -> RpcOutcome {
     match context.links.write_to_peer(peer, bytes.clone()).await {
         Ok(()) => RpcOutcome::Result(json!("ok")),
         Err(DownlinkError::NoConnection { .. })
-            if context.live.load().config.socket.kind == SocketKind::Tcp =>
+            if context.live.load().built.socket_kind == SocketKind::Tcp =>
         {
             write_outbound(peer, &bytes).await
         }
@@ -231,85 +213,5 @@ async fn write_outbound(peer: SocketAddr, bytes: &[u8]) -> RpcOutcome {
             RpcOutcome::Result(json!("ok"))
         }
         Err(e) => RpcOutcome::Error(format!("writing to {peer} failed: {e}")),
-    }
-}
-
-/// `key=value` pairs of a `set` string (pairs without exactly one `=`, or with an empty side,
-/// are skipped, as in ThingsBoard), or the string fields of an object.
-pub fn set_fields(params: &Value) -> Vec<(String, String)> {
-    match params {
-        Value::String(text) => text
-            .split(';')
-            .filter_map(|pair| {
-                let mut parts = pair.split('=');
-                let (key, value) = (parts.next()?, parts.next()?);
-                if parts.next().is_some() {
-                    return None;
-                }
-                let key = key.trim();
-                (!key.is_empty() && !value.is_empty()).then(|| (key.to_owned(), value.to_owned()))
-            })
-            .collect(),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| (k.clone(), python::str(v)))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// `socket_set` params start with the device name (`"Device1 ;address=...;port=...;value=..."`);
-/// `set` needs only the address part.
-pub fn strip_device_name(params: &Value) -> Value {
-    match params {
-        Value::String(text) => match text.split_once(';') {
-            Some((head, rest)) if !head.contains('=') => Value::String(rest.to_owned()),
-            _ => params.clone(),
-        },
-        other => other.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn set_params_like_thingsboard() {
-        let fields = set_fields(&json!(
-            "address=127.0.0.1;port=5000;value=ON;bad;a=b=c;=x;y="
-        ));
-        assert_eq!(
-            fields,
-            [
-                ("address".to_owned(), "127.0.0.1".to_owned()),
-                ("port".to_owned(), "5000".to_owned()),
-                ("value".to_owned(), "ON".to_owned())
-            ]
-        );
-        let object = set_fields(&json!({"address": "::1", "port": 7, "value": "x"}));
-        assert_eq!(object[1], ("port".to_owned(), "7".to_owned()));
-        assert!(set_fields(&json!(42)).is_empty());
-    }
-
-    #[test]
-    fn connector_set_params_drop_the_device_name() {
-        assert_eq!(
-            strip_device_name(&json!("Device1 ;address=10.0.0.5;port=6000;value=ON")),
-            json!("address=10.0.0.5;port=6000;value=ON")
-        );
-        assert_eq!(
-            strip_device_name(&json!("address=10.0.0.5;port=6000;value=ON")),
-            json!("address=10.0.0.5;port=6000;value=ON")
-        );
-    }
-
-    #[test]
-    fn outcome_shapes() {
-        assert_eq!(
-            RpcOutcome::Result(json!("ok")).data(),
-            json!({"result": "ok"})
-        );
-        assert_eq!(RpcOutcome::Error("x".into()).data(), json!({"error": "x"}));
     }
 }

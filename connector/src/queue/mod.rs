@@ -20,75 +20,16 @@ use tokio::sync::Notify;
 use tracing::{error, info};
 
 use crate::metrics::metrics;
-use crate::thingsboard::api::topic;
+use connector_core::thingsboard::api::topic;
 use disk::DiskStore;
 
-/// What to do with new records when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FullPolicy {
-    /// The uplink waits for room, so device reads stop and TCP devices are slowed down by TCP
-    /// flow control (UDP datagrams are then dropped by the kernel).
-    #[default]
-    Block,
-    /// The oldest records are deleted to make room.
-    DropOldest,
-    /// The new records are dropped.
-    DropNewest,
-}
+pub use connector_core::settings::{Fsync, FullPolicy};
 
-impl std::str::FromStr for FullPolicy {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "block" => Ok(Self::Block),
-            "drop-oldest" | "drop_oldest" => Ok(Self::DropOldest),
-            "drop-newest" | "drop_newest" => Ok(Self::DropNewest),
-            other => Err(format!(
-                "unknown queue full policy {other:?} (expected block, drop-oldest or drop-newest)"
-            )),
-        }
-    }
-}
-
-impl FullPolicy {
-    fn drop_reason(self) -> &'static str {
-        match self {
-            Self::DropOldest => "queue_full_drop_oldest",
-            _ => "queue_full_drop_newest",
-        }
-    }
-}
-
-/// When records written to disk are forced to the device with fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    /// Never: every write reaches the operating system at once, so a crash or SIGKILL of the
-    /// process loses nothing, but a power loss or kernel crash may lose what was not yet written
-    /// back.
-    Never,
-    /// After every write (`fdatasync`): nothing is lost even on power loss; slowest.
-    Always,
-    /// Every interval: a power loss loses at most that much.
-    Every(Duration),
-}
-
-impl std::str::FromStr for Fsync {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "never" => Ok(Self::Never),
-            "always" => Ok(Self::Always),
-            ms => ms
-                .strip_suffix("ms")
-                .unwrap_or(ms)
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms > 0)
-                .map(|ms| Self::Every(Duration::from_millis(ms)))
-                .ok_or_else(|| {
-                    format!("unknown fsync policy {text:?} (expected never, always or milliseconds like 1000ms)")
-                }),
-        }
+/// The `reason` label of records a full policy dropped.
+fn drop_reason(policy: FullPolicy) -> &'static str {
+    match policy {
+        FullPolicy::DropOldest => "queue_full_drop_oldest",
+        _ => "queue_full_drop_newest",
     }
 }
 
@@ -457,12 +398,12 @@ impl Queue {
         let dropped = metrics().dropped.clone();
         if pushed.dropped_old > 0 {
             dropped
-                .with_label_values(&[FullPolicy::DropOldest.drop_reason()])
+                .with_label_values(&[drop_reason(FullPolicy::DropOldest)])
                 .inc_by(pushed.dropped_old as u64);
         }
         if pushed.dropped_new > 0 {
             dropped
-                .with_label_values(&[FullPolicy::DropNewest.drop_reason()])
+                .with_label_values(&[drop_reason(FullPolicy::DropNewest)])
                 .inc_by(pushed.dropped_new as u64);
         }
         if pushed.dropped_old + pushed.dropped_new > 0 {

@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc::error::TryRecvError, watch};
 use tracing::warn;
 
-use super::api::topic;
 use super::Publisher;
 use crate::clock::now_ms;
 use crate::logging::remote::{self, RemoteLogs, RemoteRecord};
+use connector_core::thingsboard::api::topic;
 
 const RECORDS_PER_BATCH: usize = 20;
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);

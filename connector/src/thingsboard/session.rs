@@ -21,13 +21,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
-use super::limits::{RateLimiter, SessionLimits};
 use super::link::{explain, jitter, BACKOFF_MAX, BACKOFF_START};
 use super::MqttSettings;
 use crate::downlink::{DownlinkEvent, SUBSCRIPTIONS};
 use crate::http::Health;
 use crate::metrics::metrics;
 use crate::queue::{Queue, Record, Topic};
+use connector_core::thingsboard::limits::{RateLimiter, SessionLimits};
 
 /// Publishes in flight (sent, not yet acknowledged) at most; rumqttc's inflight limit is the same.
 pub const WINDOW: usize = 100;

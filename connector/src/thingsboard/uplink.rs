@@ -8,14 +8,15 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::api::{self, UplinkBatch};
-use super::limits::SessionLimits;
 use crate::clock::now_ms;
-use crate::convert::{ConvertedData, DeviceIdentity};
 use crate::downlink::LastValues;
 use crate::metrics::metrics;
 use crate::queue::{Outbound, Queue, Topic};
-use crate::report::ReportFilter;
+use connector_core::config::ReportStrategy;
+use connector_core::convert::{ConvertedData, DeviceIdentity};
+use connector_core::report::ReportFilter;
+use connector_core::thingsboard::api::{self, UplinkBatch};
+use connector_core::thingsboard::limits::SessionLimits;
 
 /// Converted messages taken from the queue for one round of publishes.
 const MAX_MESSAGES_PER_BATCH: usize = 4096;
@@ -39,6 +40,7 @@ impl Uplink {
         queue: Arc<Queue>,
         max_payload: usize,
         connector_name: Arc<str>,
+        report_strategy: ReportStrategy,
         last_values: Arc<LastValues>,
         limits: watch::Receiver<SessionLimits>,
     ) -> Self {
@@ -46,7 +48,7 @@ impl Uplink {
             queue,
             max_payload,
             connector_name,
-            filter: ReportFilter::new(),
+            filter: ReportFilter::new(report_strategy),
             announced: IndexMap::new(),
             last_values,
             limits,

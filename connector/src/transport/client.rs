@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use connector_core::build::ClientPlan;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -12,19 +12,17 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{Ingest, PeerDevices};
-use crate::address_filter::peer_string;
+use connector_core::address_filter::peer_string;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// What client mode sends and how patiently it reconnects.
+/// Where the device server is, what client mode sends and how patiently it reconnects.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub host: String,
     pub port: u16,
-    pub handshake: Option<Bytes>,
-    pub poll: Option<(Bytes, Duration)>,
-    pub reconnect_delay: Duration,
+    pub plan: ClientPlan,
     /// `idleTimeoutMs`: reconnect when the device server goes silent this long.
     pub idle_timeout: Option<Duration>,
 }
@@ -32,7 +30,7 @@ pub struct ClientSettings {
 /// Keeps a connection to the device server until `stop`.
 pub async fn run(settings: ClientSettings, ingest: Ingest, mut stop: watch::Receiver<bool>) {
     let target = format!("{}:{}", settings.host, settings.port);
-    let mut backoff = settings.reconnect_delay;
+    let mut backoff = settings.plan.reconnect_delay;
     let mut failing = false;
     loop {
         let attempt = tokio::time::timeout(
@@ -46,7 +44,7 @@ pub async fn run(settings: ClientSettings, ingest: Ingest, mut stop: watch::Rece
         match connected {
             Ok(Ok(stream)) => {
                 failing = false;
-                backoff = settings.reconnect_delay;
+                backoff = settings.plan.reconnect_delay;
                 serve_connection(stream, &settings, &ingest, &stop).await;
                 if *stop.borrow() {
                     return;
@@ -91,13 +89,13 @@ async fn serve_connection(
         return;
     }
     info!(peer = %peer_text, "connected to the device");
-    if let Some(handshake) = &settings.handshake {
+    if let Some(handshake) = &settings.plan.handshake {
         if let Err(error) = stream.write_all(handshake).await {
             warn!(peer = %peer_text, %error, "handshake not sent");
             return;
         }
     }
-    let poller = settings.poll.clone().map(|(payload, interval)| {
+    let poller = settings.plan.poll.clone().map(|(payload, interval)| {
         let links = ingest.links.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::SocketConfig;
+use connector_core::config::SocketConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectionLimits {

@@ -13,7 +13,8 @@ use indexmap::IndexMap;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::SocketKind;
+use connector_core::build::DeviceTable;
+use connector_core::config::SocketKind;
 
 /// Why downlink bytes did not reach a device.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,8 +118,8 @@ impl DeviceLinks {
     }
 
     /// Where downlink for a device goes: its configured name, or a name read from its frames.
-    pub fn address(&self, router: &crate::router::Router, name: &str) -> Option<Addressed> {
-        if let Some(index) = router.find(name) {
+    pub fn address(&self, devices: &DeviceTable, name: &str) -> Option<Addressed> {
+        if let Some(index) = devices.find(name) {
             return Some(Addressed { index, peer: None });
         }
         self.dynamic(name).map(|(index, peer)| Addressed {

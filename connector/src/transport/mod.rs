@@ -28,17 +28,23 @@ pub async fn bind_address(address: &str, port: u16) -> std::io::Result<SocketAdd
 
 use std::sync::Arc;
 
+use connector_core::build::DeviceSet;
+use connector_core::route::{route, AttributeRequest, Routed};
 use tokio::sync::mpsc;
-
 use tracing::warn;
 
 use crate::clock::now_ms;
-use crate::convert::ConvertedData;
-use crate::downlink::AttributeRequest;
-use crate::framing::{FrameError, FramingConfig};
 use crate::live::{Live, Snapshot};
 use crate::metrics::metrics;
-use crate::router::{DeviceSet, Router};
+use connector_core::convert::ConvertedData;
+use connector_core::framing::FrameError;
+
+/// An attribute request a device made, with the connection the answer goes back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAttributeRequest {
+    pub request: AttributeRequest,
+    pub peer: SocketAddr,
+}
 
 /// What the listeners feed: the device table (replaced by hot reloads), the uplink queue, the
 /// attribute-request queue and the downlink routes.
@@ -46,10 +52,8 @@ use crate::router::{DeviceSet, Router};
 pub struct Ingest {
     pub live: Arc<Live>,
     pub queue: mpsc::Sender<ConvertedData>,
-    pub requests: mpsc::Sender<AttributeRequest>,
+    pub requests: mpsc::Sender<PeerAttributeRequest>,
     pub links: Arc<DeviceLinks>,
-    pub read_size: usize,
-    pub framing: Option<FramingConfig>,
 }
 
 /// Counts a frame the framer rejected; logs it when `log` (callers log the first per connection
@@ -72,8 +76,8 @@ pub struct PeerDevices {
 impl PeerDevices {
     pub fn matching(live: &Live, peer: SocketAddr) -> Self {
         let snapshot = live.load();
-        let peer_text = crate::address_filter::peer_string(peer);
-        let devices = snapshot.router.matching(&peer_text);
+        let peer_text = connector_core::address_filter::peer_string(peer);
+        let devices = snapshot.built.devices.matching(&peer_text);
         Self {
             snapshot,
             devices,
@@ -85,7 +89,7 @@ impl PeerDevices {
     pub fn refresh(&mut self, live: &Live) -> bool {
         if live.generation() != self.snapshot.generation {
             self.snapshot = live.load();
-            self.devices = self.snapshot.router.matching(&self.peer_text);
+            self.devices = self.snapshot.built.devices.matching(&self.peer_text);
         }
         !self.devices.is_empty()
     }
@@ -94,8 +98,8 @@ impl PeerDevices {
         self.devices.is_empty()
     }
 
-    pub fn router(&self) -> &Router {
-        &self.snapshot.router
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
     }
 
     pub fn devices(&self) -> &[usize] {
@@ -108,9 +112,9 @@ impl PeerDevices {
 }
 
 impl Ingest {
-    /// Handles one message from `peer` for the devices of `set`: an RPC waiting for the device's
-    /// answer takes it; otherwise each device turns it into an attribute request or data.
-    /// Waits while the uplink queue is full, which stops reading from the socket: TCP
+    /// Handles one message from `peer` for the devices it feeds: an RPC waiting for the device's
+    /// answer takes it; otherwise it is routed, and each device's attribute requests or data are
+    /// queued. Waits while the uplink queue is full, which stops reading from the socket: TCP
     /// backpressure. Returns false once the queue is closed (shutdown).
     pub async fn deliver(&self, peer: SocketAddr, matched: &PeerDevices, message: &[u8]) -> bool {
         if self.links.deliver_reply(peer, message) {
@@ -118,54 +122,41 @@ impl Ingest {
         }
         let set = matched.devices();
         self.links.seen(set, peer);
-        let ts = now_ms();
-        for &index in set {
-            let Some(device) = matched.router().device(index) else {
-                continue;
-            };
-            if !device.accepts(message) {
-                continue;
+        let snapshot = matched.snapshot();
+        for (index, routed) in route(&snapshot.built.devices, set, message, now_ms()) {
+            if let Some(counters) = snapshot.counters.get(index) {
+                counters.frames.inc();
+                counters.bytes.inc_by(message.len() as u64);
+                if let Routed::Data(data) = &routed {
+                    if data.decode_errors > 0 {
+                        counters.decode_errors.inc_by(data.decode_errors as u64);
+                    }
+                }
             }
-            device.counters.frames.inc();
-            device.counters.bytes.inc_by(message.len() as u64);
-            if !device.attribute_requests.is_empty() {
-                let requests = device.attribute_requests(message);
-                if !requests.is_empty() {
-                    for (scope, keys) in requests {
-                        let request = AttributeRequest {
-                            device: device.converter.device.name.clone(),
-                            peer,
-                            scope,
-                            keys,
-                        };
+            match routed {
+                Routed::AttributeRequests(requests) => {
+                    for request in requests {
+                        let device = request.device.clone();
+                        let request = PeerAttributeRequest { request, peer };
                         if self.requests.try_send(request).is_err() {
                             metrics()
                                 .dropped
                                 .with_label_values(&["attribute_request_queue_full"])
                                 .inc();
-                            warn!(device = %device.converter.device.name, "attribute request dropped: too many waiting");
+                            warn!(device = %device, "attribute request dropped: too many waiting");
                         }
                     }
-                    continue;
                 }
-            }
-            let converted = device.converter.convert(message, ts);
-            if converted.decode_errors > 0 {
-                device
-                    .counters
-                    .decode_errors
-                    .inc_by(converted.decode_errors as u64);
-            }
-            if converted.is_empty() {
-                continue;
-            }
-            if !Arc::ptr_eq(&converted.device, &device.converter.device)
-                && converted.device.name != device.converter.device.name
-            {
-                self.links.seen_dynamic(&converted.device.name, index, peer);
-            }
-            if self.queue.send(converted).await.is_err() {
-                return false;
+                Routed::Data(data) if data.is_empty() => {}
+                Routed::Data(data) => {
+                    let configured = snapshot.built.devices.device(index).map(|d| d.name());
+                    if configured.is_some_and(|name| *name != data.device.name) {
+                        self.links.seen_dynamic(&data.device.name, index, peer);
+                    }
+                    if self.queue.send(data).await.is_err() {
+                        return false;
+                    }
+                }
             }
         }
         true

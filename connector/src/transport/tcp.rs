@@ -15,10 +15,10 @@ use tracing::{debug, info};
 use super::limits::{ConnectionLimits, OpenConnections};
 use super::links::WriteRequest;
 use super::{frame_rejected, Ingest, PeerDevices};
-use crate::address_filter::peer_string;
-use crate::framing::OnOversize;
 use crate::logging::warn_throttled;
 use crate::metrics::metrics;
+use connector_core::address_filter::peer_string;
+use connector_core::framing::OnOversize;
 
 /// Downlink writes queued per connection before writers wait.
 const WRITE_QUEUE: usize = 64;
@@ -145,23 +145,24 @@ async fn serve_connection<R, W>(
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
     ingest.links.register_tcp(peer, writes);
     let writer = tokio::spawn(write_loop(writer, write_queue));
-    let mut framer = ingest
+    // The socket section (framing, read size) cannot change on reload: the first snapshot's
+    // settings hold for the connection's life.
+    let built = devices.snapshot().built.clone();
+    let read_size = built.read_size;
+    let mut framer = built.framing.as_ref().map(|factory| factory.framer());
+    let close_on_error = built
         .framing
         .as_ref()
-        .and_then(|f| f.build().ok().flatten());
-    let close_on_error = ingest
-        .framing
-        .as_ref()
-        .is_some_and(|f| f.on_oversize() == OnOversize::Close);
+        .is_some_and(|factory| factory.on_oversize() == OnOversize::Close);
     let mut logged_frame_error = false;
-    let mut buffer = BytesMut::with_capacity(ingest.read_size);
+    let mut buffer = BytesMut::with_capacity(read_size);
     'read: loop {
         if framer.is_none() {
             buffer.clear();
         }
-        buffer.reserve(ingest.read_size);
+        buffer.reserve(read_size);
         // At most bufferSize bytes per read: without framing, one read is one message.
-        let mut limited = (&mut reader).take(ingest.read_size as u64);
+        let mut limited = (&mut reader).take(read_size as u64);
         let read = tokio::select! {
             read = limited.read_buf(&mut buffer) => read,
             _ = crate::stop::stopped(&mut stop) => break,

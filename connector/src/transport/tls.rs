@@ -9,7 +9,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::TlsConfig;
+use connector_core::config::TlsConfig;
 
 /// Builds the acceptor; errors name the key whose file is at fault.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, (&'static str, String)> {

@@ -19,7 +19,9 @@ use crate::metrics::metrics;
 /// ThingsBoard.
 pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Receiver<bool>) {
     ingest.links.set_udp(socket.clone());
-    let mut buffer = vec![0u8; ingest.read_size];
+    // The socket section cannot change on reload: framing and read size hold for the run.
+    let built = ingest.live.load().built.clone();
+    let mut buffer = vec![0u8; built.read_size];
     let mut last_frame_log = i64::MIN;
     loop {
         let received = tokio::select! {
@@ -35,16 +37,14 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
                     continue;
                 }
                 let datagram = &buffer[..n];
-                let Some(framing) = &ingest.framing else {
+                let Some(framing) = &built.framing else {
                     if !ingest.deliver(peer, &devices, datagram).await {
                         break;
                     }
                     continue;
                 };
                 // Each datagram is framed on its own: nothing carries over between datagrams.
-                let Ok(Some(mut framer)) = framing.build() else {
-                    continue;
-                };
+                let mut framer = framing.framer();
                 let mut bytes = BytesMut::from(datagram);
                 loop {
                     match framer.next_frame(&mut bytes) {

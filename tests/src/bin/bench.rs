@@ -816,12 +816,8 @@ fn publish_directly(options: &Options, port: u16) -> anyhow::Result<Published> {
         .build()?;
     runtime.block_on(async {
         let text = simulate::socket_json(Protocol::Tcp, 0, 1024).to_string();
-        let config = socket_connector::config::load_str(&text)?.config;
-        let router = socket_connector::router::Router::new(
-            &config,
-            socket_connector::report::ReportStrategy::global(None),
-        );
-        let converter = &router.devices()[0].converter;
+        let built = connector_core::load::load_str(&text)?.built;
+        let converter = &built.devices.devices()[0].converter;
 
         let mut mqtt = MqttOptions::new("bench-publisher", "127.0.0.1", port);
         mqtt.set_keep_alive(Duration::from_secs(30));
@@ -881,7 +877,7 @@ fn publish_directly(options: &Options, port: u16) -> anyhow::Result<Published> {
             }
             let sent_us = simulate::now_us();
             let ts_ms = (sent_us / 1000) as i64;
-            let mut batch = socket_connector::thingsboard::api::UplinkBatch::new();
+            let mut batch = connector_core::thingsboard::api::UplinkBatch::new();
             for i in 0..n {
                 simulate::encode_frame(&mut frame, frames + i, sent_us, 0);
                 batch.add(converter.convert(&frame[..simulate::FRAME_LEN - 1], ts_ms));

@@ -4,9 +4,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::FrameError;
+use super::{FrameError, FramingConfig};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct MarkersDecoder {
     start: Vec<u8>,
     end: Vec<u8>,
@@ -14,6 +14,17 @@ pub struct MarkersDecoder {
 }
 
 impl MarkersDecoder {
+    pub(super) fn from_config(
+        config: &FramingConfig,
+        max: usize,
+    ) -> Result<Self, (&'static str, String)> {
+        Ok(Self::new(
+            config.required_bytes("start", &config.start)?,
+            config.required_bytes("end", &config.end)?,
+            max,
+        ))
+    }
+
     pub fn new(start: Vec<u8>, end: Vec<u8>, max: usize) -> Self {
         Self { start, end, max }
     }

@@ -21,6 +21,13 @@ fn config(kind: FramingKind) -> FramingConfig {
 }
 
 /// Feeds `chunks` one by one, like successive reads; returns frames and errors in order.
+fn framer_of(config: &FramingConfig) -> Framer {
+    FramerFactory::new(config)
+        .expect("valid framing")
+        .expect("not raw")
+        .framer()
+}
+
 fn run(framer: &mut Framer, chunks: &[&[u8]]) -> (Vec<Vec<u8>>, Vec<FrameError>) {
     let mut buffer = BytesMut::new();
     let (mut frames, mut errors) = (Vec::new(), Vec::new());
@@ -55,7 +62,7 @@ fn delimiter_framer(delimiter: &str, max: usize) -> Framer {
     let mut c = config(FramingKind::Delimiter);
     c.delimiter = Some(delimiter.to_owned());
     c.max_frame_length = Some(max);
-    c.build().unwrap().unwrap()
+    framer_of(&c)
 }
 
 #[test]
@@ -84,17 +91,29 @@ fn non_ascii_hex_is_an_error() {
 #[test]
 fn config_errors_name_the_key() {
     assert_eq!(
-        config(FramingKind::Delimiter).validate().unwrap_err().0,
+        FramerFactory::new(&config(FramingKind::Delimiter))
+            .unwrap_err()
+            .0,
         "delimiter"
     );
-    assert_eq!(config(FramingKind::Fixed).validate().unwrap_err().0, "size");
+    assert_eq!(
+        FramerFactory::new(&config(FramingKind::Fixed))
+            .unwrap_err()
+            .0,
+        "size"
+    );
     let mut length = config(FramingKind::Length);
     length.length_field_length = Some(3);
-    assert_eq!(length.validate().unwrap_err().0, "lengthFieldLength");
+    assert_eq!(
+        FramerFactory::new(&length).unwrap_err().0,
+        "lengthFieldLength"
+    );
     let mut markers = config(FramingKind::Markers);
     markers.start = Some("0x88".into());
-    assert_eq!(markers.validate().unwrap_err().0, "end");
-    assert!(config(FramingKind::Raw).build().unwrap().is_none());
+    assert_eq!(FramerFactory::new(&markers).unwrap_err().0, "end");
+    assert!(FramerFactory::new(&config(FramingKind::Raw))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -106,7 +125,7 @@ fn delimiter_split_and_merged_reads() {
     let mut keep = config(FramingKind::Delimiter);
     keep.delimiter = Some("\\n".into());
     keep.strip_delimiter = Some(false);
-    let (frames, _) = run(&mut keep.build().unwrap().unwrap(), &[b"a\nb\n"]);
+    let (frames, _) = run(&mut framer_of(&keep), &[b"a\nb\n"]);
     assert_eq!(frames, [b"a\n".to_vec(), b"b\n".to_vec()]);
 }
 
@@ -124,22 +143,19 @@ fn length_field_vectors() {
     // Netty's example: 2-byte big-endian length, header stripped.
     let mut c = config(FramingKind::Length);
     c.initial_bytes_to_strip = Some(2);
-    let (frames, _) = run(
-        &mut c.build().unwrap().unwrap(),
-        &[b"\x00\x0cHELLO, WORLD\x00\x02hi"],
-    );
+    let (frames, _) = run(&mut framer_of(&c), &[b"\x00\x0cHELLO, WORLD\x00\x02hi"]);
     assert_eq!(frames, [b"HELLO, WORLD".to_vec(), b"hi".to_vec()]);
     // Length counts the header too (adjustment -2), little-endian 2 bytes, header kept.
     let mut c = config(FramingKind::Length);
     c.byte_order = Some(ByteOrder::Little);
     c.length_adjustment = Some(-2);
-    let (frames, _) = run(&mut c.build().unwrap().unwrap(), &[b"\x05\x00abc"]);
+    let (frames, _) = run(&mut framer_of(&c), &[b"\x05\x00abc"]);
     assert_eq!(frames, [b"\x05\x00abc".to_vec()]);
     // A 1-byte field after a 2-byte type marker.
     let mut c = config(FramingKind::Length);
     c.length_field_offset = Some(2);
     c.length_field_length = Some(1);
-    let (frames, _) = run(&mut c.build().unwrap().unwrap(), &[b"\xAA\xBB\x02xy"]);
+    let (frames, _) = run(&mut framer_of(&c), &[b"\xAA\xBB\x02xy"]);
     assert_eq!(frames, [b"\xAA\xBB\x02xy".to_vec()]);
 }
 
@@ -148,15 +164,12 @@ fn length_field_oversize_skips_exactly_that_frame() {
     let mut c = config(FramingKind::Length);
     c.length_field_length = Some(1);
     c.max_frame_length = Some(4);
-    let (frames, errors) = run(
-        &mut c.build().unwrap().unwrap(),
-        &[b"\x01a\x09012", b"345678\x02bc"],
-    );
+    let (frames, errors) = run(&mut framer_of(&c), &[b"\x01a\x09012", b"345678\x02bc"]);
     assert_eq!(frames, [b"\x01a".to_vec(), b"\x02bc".to_vec()]);
     assert_eq!(errors.len(), 1);
     let mut bad = config(FramingKind::Length);
     bad.length_adjustment = Some(-10);
-    let (_, errors) = run(&mut bad.build().unwrap().unwrap(), &[b"\x00\x01x"]);
+    let (_, errors) = run(&mut framer_of(&bad), &[b"\x00\x01x"]);
     assert_eq!(errors[0].reason(), "bad_length_field");
 }
 
@@ -166,7 +179,7 @@ fn length_field_oversize_skips_exactly_that_frame() {
 fn huge_length_field_offset_waits_instead_of_panicking() {
     let mut c = config(FramingKind::Length);
     c.length_field_offset = Some(usize::MAX);
-    let mut framer = c.build().unwrap().unwrap();
+    let mut framer = framer_of(&c);
     let (frames, errors) = run(&mut framer, &[b"\x00\x05hello\x00\x03abc"]);
     assert!(frames.is_empty() && errors.is_empty());
 }
@@ -178,7 +191,7 @@ fn a_split_delimiter_after_an_oversized_frame_keeps_the_next_frame() {
     let mut c = config(FramingKind::Delimiter);
     c.delimiter = Some("\\r\\n".into());
     c.max_frame_length = Some(4);
-    let mut framer = c.build().unwrap().unwrap();
+    let mut framer = framer_of(&c);
     let (frames, errors) = run(&mut framer, &[b"aaaaaaa\r", b"\nok\r\n"]);
     assert_eq!(frames, [b"ok".to_vec()]);
     assert_eq!(errors.len(), 1);
@@ -192,7 +205,7 @@ fn a_full_size_frame_with_a_split_delimiter_is_not_oversized() {
     let mut c = config(FramingKind::Delimiter);
     c.delimiter = Some("\\r\\n".into());
     c.max_frame_length = Some(4);
-    let mut framer = c.build().unwrap().unwrap();
+    let mut framer = framer_of(&c);
     let (frames, errors) = run(&mut framer, &[b"abcd\r", b"\n"]);
     assert_eq!(frames, [b"abcd".to_vec()]);
     assert!(errors.is_empty());
@@ -205,7 +218,7 @@ fn an_announced_length_is_not_allocated_before_its_bytes_arrive() {
     let mut c = config(FramingKind::Length);
     c.length_field_length = Some(4);
     c.max_frame_length = Some(64 << 20);
-    let mut framer = c.build().unwrap().unwrap();
+    let mut framer = framer_of(&c);
     let mut buffer = bytes::BytesMut::from(&[0x01u8, 0x00, 0x00, 0x00][..]);
     assert_eq!(
         framer.next_frame(&mut buffer),
@@ -225,7 +238,7 @@ fn markers_skip_garbage_between_frames() {
     c.start = Some("0x88".into());
     c.end = Some("0xFF".into());
     let (frames, errors) = run(
-        &mut c.build().unwrap().unwrap(),
+        &mut framer_of(&c),
         &[b"junk\x88\x01\x02", b"\xFFmore\x88\x03\xFF"],
     );
     assert_eq!(
@@ -235,7 +248,7 @@ fn markers_skip_garbage_between_frames() {
     assert!(errors.is_empty());
     c.max_frame_length = Some(4);
     let (frames, errors) = run(
-        &mut c.build().unwrap().unwrap(),
+        &mut framer_of(&c),
         &[b"\x88\x01\x02\x03\x04\x05\xFF\x88\x09\xFF"],
     );
     assert_eq!(frames, [b"\x88\x09\xFF".to_vec()]);
@@ -246,7 +259,7 @@ fn markers_skip_garbage_between_frames() {
 fn fixed_size() {
     let mut c = config(FramingKind::Fixed);
     c.size = Some(3);
-    let (frames, _) = run(&mut c.build().unwrap().unwrap(), &[b"ab", b"cdefg", b"h"]);
+    let (frames, _) = run(&mut framer_of(&c), &[b"ab", b"cdefg", b"h"]);
     assert_eq!(frames, [b"abc".to_vec(), b"def".to_vec()]);
 }
 
@@ -274,7 +287,7 @@ proptest! {
                 let mut c = config(FramingKind::Length);
                 c.initial_bytes_to_strip = Some(2);
                 let stream = frames.iter().flat_map(|f| (f.len() as u16).to_be_bytes().into_iter().chain(f.iter().copied())).collect();
-                (c.build().unwrap().unwrap(), stream, frames.clone())
+                (framer_of(&c), stream, frames.clone())
             }
             2 => {
                 let mut c = config(FramingKind::Fixed);
@@ -282,7 +295,7 @@ proptest! {
                 let stream: Vec<u8> = frames.concat();
                 let whole = stream.len() / 4 * 4;
                 let expected = stream[..whole].chunks(4).map(<[u8]>::to_vec).collect();
-                (c.build().unwrap().unwrap(), stream, expected)
+                (framer_of(&c), stream, expected)
             }
             _ => {
                 let mut c = config(FramingKind::Markers);
@@ -291,7 +304,7 @@ proptest! {
                 let bodies: Vec<Vec<u8>> = frames.iter().map(|f| f.iter().copied().filter(|b| *b != 0x88 && *b != 0xFF).collect()).collect();
                 let expected = bodies.iter().map(|b| [&[0x88], b.as_slice(), &[0xFF]].concat()).collect();
                 let stream = bodies.iter().flat_map(|b| [0x88].into_iter().chain(b.iter().copied()).chain([0xFF])).collect();
-                (c.build().unwrap().unwrap(), stream, expected)
+                (framer_of(&c), stream, expected)
             }
         };
         let chunks = split(&stream, &cuts);
@@ -318,7 +331,7 @@ proptest! {
         c.length_field_length = Some(if little { 4 } else { 1 });
         c.byte_order = Some(if little { ByteOrder::Little } else { ByteOrder::Big });
         c.length_adjustment = Some(if little { -3 } else { 0 });
-        let mut framer = c.build().unwrap().unwrap();
+        let mut framer = framer_of(&c);
         let (frames, _) = run(&mut framer, &split(&stream, &cuts));
         for frame in frames {
             prop_assert!(frame.len() <= max);

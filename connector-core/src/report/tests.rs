@@ -1,5 +1,7 @@
 use super::*;
-use crate::config::ReportStrategyConfig;
+use crate::config::{
+    ReportStrategyConfig, StrategyCascade, DEFAULT_GLOBAL_PERIOD_MS, DEFAULT_TTL_MS,
+};
 use proptest::prelude::*;
 
 fn strategy(kind: ReportStrategyKind, period_ms: u64) -> ReportStrategy {
@@ -30,7 +32,7 @@ fn message(
             .map(|(k, v, s)| Datapoint {
                 key: (*k).into(),
                 value: Value::from(*v),
-                strategy: *s,
+                strategy: Some(*s),
             })
             .collect(),
         attributes: Vec::new(),
@@ -54,7 +56,7 @@ fn send(
 
 #[test]
 fn on_received_forwards_everything() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     for now in 0..3 {
         assert!(send(
@@ -71,7 +73,7 @@ fn on_received_forwards_everything() {
 
 #[test]
 fn on_change_forwards_first_and_changed_values() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let s = strategy(ReportStrategyKind::OnChange, 0);
     assert!(send(&mut filter, &dev, "t", "1", s, 0));
@@ -86,7 +88,7 @@ fn on_change_forwards_first_and_changed_values() {
 
 #[test]
 fn on_report_period_resends_latest_value_with_send_time() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let s = strategy(ReportStrategyKind::OnReportPeriod, 1000);
     assert!(send(&mut filter, &dev, "t", "1", s, 10_000));
@@ -108,7 +110,7 @@ fn on_report_period_resends_latest_value_with_send_time() {
 
 #[test]
 fn on_change_or_report_period_sends_changes_without_resetting_the_period() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let s = strategy(ReportStrategyKind::OnChangeOrReportPeriod, 1000);
     assert!(send(&mut filter, &dev, "t", "1", s, 0));
@@ -121,7 +123,7 @@ fn on_change_or_report_period_sends_changes_without_resetting_the_period() {
 
 #[test]
 fn disabled_below_global_forwards_only_the_first_value() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let s = strategy(ReportStrategyKind::Disabled, 0);
     assert!(send(&mut filter, &dev, "t", "1", s, 0));
@@ -131,7 +133,7 @@ fn disabled_below_global_forwards_only_the_first_value() {
 
 #[test]
 fn expired_values_count_as_never_seen() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let s = ReportStrategy {
         kind: ReportStrategyKind::OnChange,
@@ -149,7 +151,7 @@ fn expired_values_count_as_never_seen() {
 
 #[test]
 fn a_changed_strategy_starts_afresh() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let on_change = strategy(ReportStrategyKind::OnChange, 0);
     let disabled = strategy(ReportStrategyKind::Disabled, 0);
@@ -160,7 +162,7 @@ fn a_changed_strategy_starts_afresh() {
 
 #[test]
 fn telemetry_and_attributes_with_one_name_are_separate() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let dev = device("d");
     let s = strategy(ReportStrategyKind::OnChange, 0);
     let mut data = message(&dev, 0, &[("x", "1", s)]);
@@ -178,14 +180,14 @@ fn telemetry_and_attributes_with_one_name_are_separate() {
 
 #[test]
 fn periodic_resends_group_keys_per_device() {
-    let mut filter = ReportFilter::new();
+    let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
     let (a, b) = (device("a"), device("b"));
     let s = strategy(ReportStrategyKind::OnReportPeriod, 100);
     let mut first = message(&a, 0, &[("x", "1", s), ("y", "2", s)]);
     first.attributes = vec![Datapoint {
         key: "attr".into(),
         value: "v".into(),
-        strategy: s,
+        strategy: Some(s),
     }];
     filter.filter(&mut first, 0);
     send(&mut filter, &b, "x", "9", s, 0);
@@ -220,15 +222,22 @@ fn cascade_most_specific_level_wins() {
     let connector = level("ON_REPORT_PERIOD", Some(5000));
     let device = level("ON_CHANGE_OR_REPORT_PERIOD", Some(3000));
     let key = level("DISABLED", None);
-    let cascade = StrategyCascade::new(global, Some(&connector));
+    let cascade = StrategyCascade::new(Some(&connector));
+    let effective = |level| ReportStrategy::effective(level, global);
     assert_eq!(
-        cascade.resolve(Some(&device), Some(&key)).kind,
+        effective(cascade.resolve(Some(&device), Some(&key))).kind,
         ReportStrategyKind::Disabled
     );
-    assert_eq!(cascade.resolve(Some(&device), None).period_ms, 3000);
-    assert_eq!(cascade.resolve(None, None).period_ms, 5000);
-    let bare = StrategyCascade::new(global, None);
-    assert_eq!(bare.resolve(None, None).kind, ReportStrategyKind::OnChange);
+    assert_eq!(
+        effective(cascade.resolve(Some(&device), None)).period_ms,
+        3000
+    );
+    assert_eq!(effective(cascade.resolve(None, None)).period_ms, 5000);
+    let bare = StrategyCascade::new(None);
+    assert_eq!(
+        effective(bare.resolve(None, None)).kind,
+        ReportStrategyKind::OnChange
+    );
     // An object without type is "not specified" and falls through.
     let unspecified = ReportStrategyConfig {
         kind: None,
@@ -237,7 +246,7 @@ fn cascade_most_specific_level_wins() {
         aggregation_function: None,
     };
     assert_eq!(
-        bare.resolve(Some(&unspecified), Some(&unspecified)).kind,
+        effective(bare.resolve(Some(&unspecified), Some(&unspecified))).kind,
         ReportStrategyKind::OnChange
     );
 }
@@ -259,10 +268,21 @@ fn global_defaults_and_ten_millisecond_adjustment() {
 #[test]
 fn disabled_global_strategy_forwards_everything() {
     let global = ReportStrategy::global(Some(&level("DISABLED", None)));
-    let cascade = StrategyCascade::new(global, Some(&level("ON_CHANGE", None)));
+    let cascade = StrategyCascade::new(Some(&level("ON_CHANGE", None)));
     assert_eq!(
-        cascade.resolve(Some(&level("ON_CHANGE", None)), None),
+        ReportStrategy::effective(
+            cascade.resolve(Some(&level("ON_CHANGE", None)), None),
+            global
+        ),
         ReportStrategy::ON_RECEIVED
+    );
+    let mut filter = ReportFilter::new(global);
+    let on_change = strategy(ReportStrategyKind::OnChange, 0);
+    let dev = device("d");
+    assert!(send(&mut filter, &dev, "k", "1", on_change, 0));
+    assert!(
+        send(&mut filter, &dev, "k", "1", on_change, 1),
+        "a DISABLED gateway strategy forwards even unchanged values"
     );
 }
 
@@ -270,7 +290,7 @@ proptest! {
     /// ON_CHANGE forwards exactly the values that differ from the previous one.
     #[test]
     fn on_change_matches_model(values in proptest::collection::vec(0u8..3, 1..50)) {
-        let mut filter = ReportFilter::new();
+        let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
         let dev = device("d");
         let s = strategy(ReportStrategyKind::OnChange, 0);
         let mut previous: Option<u8> = None;
@@ -288,7 +308,7 @@ proptest! {
         arrivals in proptest::collection::vec(1i64..3000, 0..20),
         period in 100u64..1000,
     ) {
-        let mut filter = ReportFilter::new();
+        let mut filter = ReportFilter::new(ReportStrategy::ON_RECEIVED);
         let dev = device("d");
         let s = strategy(ReportStrategyKind::OnReportPeriod, period);
         send(&mut filter, &dev, "k", "0", s, 0);

@@ -8,102 +8,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::config::{ReportStrategyConfig, ReportStrategyKind};
+use crate::config::{ReportStrategy, ReportStrategyKind};
 use crate::convert::{ConvertedData, Datapoint, DeviceIdentity};
 
-/// Default life of a remembered value: 86400 s, as in ThingsBoard.
-pub const DEFAULT_TTL_MS: u64 = 86_400_000;
-/// Default period of the global strategy.
-pub const DEFAULT_GLOBAL_PERIOD_MS: u64 = 10_000;
 /// ThingsBoard re-sends when `now - lastReport + 50 ms >= period`.
 const PERIOD_TOLERANCE_MS: i64 = 50;
 /// ThingsBoard considers floats equal within this tolerance.
 const FLOAT_TOLERANCE: f64 = 0.001;
-
-/// An effective strategy, attached to each datapoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ReportStrategy {
-    pub kind: ReportStrategyKind,
-    pub period_ms: u64,
-    pub ttl_ms: u64,
-}
-
-impl ReportStrategy {
-    pub const ON_RECEIVED: Self = Self {
-        kind: ReportStrategyKind::OnReceived,
-        period_ms: 0,
-        ttl_ms: DEFAULT_TTL_MS,
-    };
-
-    /// A connector, device or key level. An object without `type` is "not specified" (the loader
-    /// has already rejected one with a period but no type, and period types without a period).
-    pub fn from_level(config: &ReportStrategyConfig) -> Option<Self> {
-        let kind = config.kind?;
-        Some(Self {
-            kind,
-            period_ms: config.report_period.unwrap_or(0),
-            ttl_ms: config
-                .ttl
-                .map_or(DEFAULT_TTL_MS, |s| s.saturating_mul(1000)),
-        })
-    }
-
-    /// The gateway-wide strategy (`thingsboard.reportStrategy` of `tb_gateway.json`): defaults
-    /// filled in, and the period shortened by 10 ms as ThingsBoard does.
-    pub fn global(config: Option<&ReportStrategyConfig>) -> Self {
-        let kind = config
-            .and_then(|c| c.kind)
-            .unwrap_or(ReportStrategyKind::OnReceived);
-        let period = config
-            .and_then(|c| c.report_period)
-            .unwrap_or(DEFAULT_GLOBAL_PERIOD_MS);
-        Self {
-            kind,
-            period_ms: period.saturating_sub(10).max(1),
-            ttl_ms: config
-                .and_then(|c| c.ttl)
-                .map_or(DEFAULT_TTL_MS, |s| s.saturating_mul(1000)),
-        }
-    }
-
-    fn is_periodic(&self) -> bool {
-        matches!(
-            self.kind,
-            ReportStrategyKind::OnReportPeriod | ReportStrategyKind::OnChangeOrReportPeriod
-        )
-    }
-}
-
-/// The cascade key > device > connector > global > ON_RECEIVED. A DISABLED global strategy turns
-/// report strategies off entirely: everything is forwarded, as in ThingsBoard.
-#[derive(Debug, Clone, Copy)]
-pub struct StrategyCascade {
-    global: ReportStrategy,
-    connector: Option<ReportStrategy>,
-}
-
-impl StrategyCascade {
-    pub fn new(global: ReportStrategy, connector: Option<&ReportStrategyConfig>) -> Self {
-        Self {
-            global,
-            connector: connector.and_then(ReportStrategy::from_level),
-        }
-    }
-
-    pub fn resolve(
-        &self,
-        device: Option<&ReportStrategyConfig>,
-        key: Option<&ReportStrategyConfig>,
-    ) -> ReportStrategy {
-        if self.global.kind == ReportStrategyKind::Disabled {
-            return ReportStrategy::ON_RECEIVED;
-        }
-        key.and_then(ReportStrategy::from_level)
-            .or_else(|| device.and_then(ReportStrategy::from_level))
-            .or(self.connector)
-            .unwrap_or(self.global)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Section {
@@ -147,15 +58,21 @@ pub struct Decision {
 }
 
 /// The remembered values of every (device, key) with a strategy other than ON_RECEIVED.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReportFilter {
+    /// The gateway's strategy (`thingsboard.reportStrategy`), the last level of the cascade.
+    global: ReportStrategy,
     records: IndexMap<RecordKey, Record>,
     next_due_ms: Option<i64>,
 }
 
 impl ReportFilter {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(global: ReportStrategy) -> Self {
+        Self {
+            global,
+            records: IndexMap::new(),
+            next_due_ms: None,
+        }
     }
 
     /// Keeps the datapoints of `data` that must be sent now and remembers the rest.
@@ -186,7 +103,7 @@ impl ReportFilter {
         point: &Datapoint,
         now_ms: i64,
     ) -> bool {
-        let strategy = point.strategy;
+        let strategy = ReportStrategy::effective(point.strategy, self.global);
         if strategy.kind == ReportStrategyKind::OnReceived {
             return true;
         }
@@ -249,7 +166,7 @@ impl ReportFilter {
                 let point = Datapoint {
                     key: key.key.clone(),
                     value: record.value.clone(),
-                    strategy: record.strategy,
+                    strategy: Some(record.strategy),
                 };
                 let message = match out.iter_mut().find(|m| m.device.name == key.device) {
                     Some(message) => message,

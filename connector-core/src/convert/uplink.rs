@@ -7,16 +7,16 @@ use serde_json::Value;
 
 use super::typed::TypedDecoder;
 use super::{slice::byte_slice, text::decode_checked, ConvertedData, Datapoint, DeviceIdentity};
-use crate::config::Encoding;
-use crate::report::ReportStrategy;
+use crate::config::{Encoding, ReportStrategy};
 
-/// One configured key, with its effective report strategy already resolved.
+/// One configured key, with the report strategy of its file already resolved (key > device >
+/// connector; none: the gateway's applies).
 #[derive(Debug, Clone)]
 pub struct KeySlice {
     pub key: Arc<str>,
     pub byte_from: Option<i64>,
     pub byte_to: Option<i64>,
-    pub strategy: ReportStrategy,
+    pub strategy: Option<ReportStrategy>,
     pub value: KeyValue,
 }
 
@@ -143,7 +143,7 @@ mod tests {
             key: name.into(),
             byte_from: from,
             byte_to: to,
-            strategy: ReportStrategy::ON_RECEIVED,
+            strategy: None,
             value: KeyValue::Text(Encoding::Utf8),
         }
     }

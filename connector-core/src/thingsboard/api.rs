@@ -210,7 +210,6 @@ fn pack<'a>(
 mod tests {
     use super::*;
     use crate::convert::Datapoint;
-    use crate::report::ReportStrategy;
     use proptest::prelude::*;
 
     fn device(name: &str) -> Arc<DeviceIdentity> {
@@ -232,7 +231,7 @@ mod tests {
                 .map(|(k, v)| Datapoint {
                     key: (*k).into(),
                     value: Value::from(*v),
-                    strategy: ReportStrategy::ON_RECEIVED,
+                    strategy: None,
                 })
                 .collect()
         };

@@ -3,9 +3,9 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::FrameError;
+use super::{FrameError, FramingConfig};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DelimiterDecoder {
     delimiter: Vec<u8>,
     strip: bool,
@@ -17,6 +17,17 @@ pub struct DelimiterDecoder {
 }
 
 impl DelimiterDecoder {
+    pub(super) fn from_config(
+        config: &FramingConfig,
+        max: usize,
+    ) -> Result<Self, (&'static str, String)> {
+        Ok(Self::new(
+            config.required_bytes("delimiter", &config.delimiter)?,
+            config.strip_delimiter.unwrap_or(true),
+            max,
+        ))
+    }
+
     pub fn new(delimiter: Vec<u8>, strip: bool, max: usize) -> Self {
         Self {
             delimiter,

@@ -4,12 +4,12 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::{ByteOrder, FrameError};
+use super::{ByteOrder, FrameError, FramingConfig};
 
 /// Bytes reserved at most ahead of a frame that has not arrived yet.
 const MAX_READ_AHEAD: usize = 64 * 1024;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LengthFieldDecoder {
     offset: usize,
     length: usize,
@@ -22,6 +22,27 @@ pub struct LengthFieldDecoder {
 }
 
 impl LengthFieldDecoder {
+    pub(super) fn from_config(
+        config: &FramingConfig,
+        max: usize,
+    ) -> Result<Self, (&'static str, String)> {
+        let length = config.length_field_length.unwrap_or(2);
+        if ![1, 2, 4, 8].contains(&length) {
+            return Err((
+                "lengthFieldLength",
+                format!("must be 1, 2, 4 or 8, got {length}"),
+            ));
+        }
+        Ok(Self::new(
+            config.length_field_offset.unwrap_or(0),
+            length,
+            config.byte_order.unwrap_or_default(),
+            config.length_adjustment.unwrap_or(0),
+            config.initial_bytes_to_strip.unwrap_or(0),
+            max,
+        ))
+    }
+
     pub fn new(
         offset: usize,
         length: usize,

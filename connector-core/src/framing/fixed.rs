@@ -3,14 +3,30 @@
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::FrameError;
+use super::{FrameError, FramingConfig};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FixedDecoder {
     size: usize,
 }
 
 impl FixedDecoder {
+    pub(super) fn from_config(
+        config: &FramingConfig,
+        max: usize,
+    ) -> Result<Self, (&'static str, String)> {
+        let size = config
+            .size
+            .ok_or(("size", "missing: required by type fixed".to_owned()))?;
+        if size == 0 || size > max {
+            return Err((
+                "size",
+                format!("must be between 1 and maxFrameLength ({max})"),
+            ));
+        }
+        Ok(Self::new(size))
+    }
+
     pub fn new(size: usize) -> Self {
         Self { size }
     }

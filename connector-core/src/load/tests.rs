@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::*;
 use serde_json::json;
 
 fn example(name: &str) -> String {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::report::ReportStrategy;
+use crate::config::ReportStrategy;
 
 /// The ThingsBoard device a message belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,12 +22,13 @@ pub struct DeviceIdentity {
     pub device_type: Arc<str>,
 }
 
-/// One key's value from one message, with the report strategy that governs it.
+/// One key's value from one message, with the report strategy its configuration gives it (none:
+/// the gateway's applies).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Datapoint {
     pub key: Arc<str>,
     pub value: Value,
-    pub strategy: ReportStrategy,
+    pub strategy: Option<ReportStrategy>,
 }
 
 /// What one message yields for one device: one timestamp for all its telemetry.

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use connector_core::config::ConnectorConfig;
 use serde_json::Value;
-use socket_connector::config::ConnectorConfig;
 
 fn property_names(value: &Value, names: &mut BTreeSet<String>) {
     match value {

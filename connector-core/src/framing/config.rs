@@ -3,7 +3,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DelimiterDecoder, FixedDecoder, Framer, LengthFieldDecoder, MarkersDecoder};
+use super::delimiter::DelimiterDecoder;
+use super::fixed::FixedDecoder;
+use super::length::LengthFieldDecoder;
+use super::markers::MarkersDecoder;
+use super::FrameDecoder;
 
 /// Default maxFrameLength: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 65_536;
@@ -84,72 +88,36 @@ pub enum OnOversize {
 }
 
 impl FramingConfig {
-    /// Checks the settings; `Err((key, message))` names the offending key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        self.build().map(|_| ())
-    }
-
-    /// A fresh framer (one per connection); `None` for raw reads.
-    pub fn build(&self) -> Result<Option<Framer>, (&'static str, String)> {
+    /// The framer these settings describe; `None` for raw reads.
+    pub(super) fn decoder(&self) -> Result<Option<Box<dyn FrameDecoder>>, (&'static str, String)> {
         let max = self.max_frame_length.unwrap_or(DEFAULT_MAX_FRAME);
         if max == 0 {
             return Err(("maxFrameLength", "must be at least 1".to_owned()));
         }
-        let bytes = |key: &'static str,
-                     value: &Option<String>|
-         -> Result<Vec<u8>, (&'static str, String)> {
-            let text = value.as_deref().ok_or((
-                key,
-                format!("missing: required by type {}", self.kind_name()),
-            ))?;
-            let bytes = parse_bytes(text).map_err(|e| (key, e))?;
-            if bytes.is_empty() {
-                return Err((key, "must not be empty".to_owned()));
-            }
-            Ok(bytes)
-        };
         Ok(Some(match self.kind {
             FramingKind::Raw => return Ok(None),
-            FramingKind::Delimiter => Framer::Delimiter(DelimiterDecoder::new(
-                bytes("delimiter", &self.delimiter)?,
-                self.strip_delimiter.unwrap_or(true),
-                max,
-            )),
-            FramingKind::Fixed => {
-                let size = self
-                    .size
-                    .ok_or(("size", "missing: required by type fixed".to_owned()))?;
-                if size == 0 || size > max {
-                    return Err((
-                        "size",
-                        format!("must be between 1 and maxFrameLength ({max})"),
-                    ));
-                }
-                Framer::Fixed(FixedDecoder::new(size))
-            }
-            FramingKind::Length => {
-                let length = self.length_field_length.unwrap_or(2);
-                if ![1, 2, 4, 8].contains(&length) {
-                    return Err((
-                        "lengthFieldLength",
-                        format!("must be 1, 2, 4 or 8, got {length}"),
-                    ));
-                }
-                Framer::Length(LengthFieldDecoder::new(
-                    self.length_field_offset.unwrap_or(0),
-                    length,
-                    self.byte_order.unwrap_or_default(),
-                    self.length_adjustment.unwrap_or(0),
-                    self.initial_bytes_to_strip.unwrap_or(0),
-                    max,
-                ))
-            }
-            FramingKind::Markers => Framer::Markers(MarkersDecoder::new(
-                bytes("start", &self.start)?,
-                bytes("end", &self.end)?,
-                max,
-            )),
+            FramingKind::Delimiter => Box::new(DelimiterDecoder::from_config(self, max)?),
+            FramingKind::Fixed => Box::new(FixedDecoder::from_config(self, max)?),
+            FramingKind::Length => Box::new(LengthFieldDecoder::from_config(self, max)?),
+            FramingKind::Markers => Box::new(MarkersDecoder::from_config(self, max)?),
         }))
+    }
+
+    /// A byte string the framer type needs (escapes or hex, not empty).
+    pub(super) fn required_bytes(
+        &self,
+        key: &'static str,
+        value: &Option<String>,
+    ) -> Result<Vec<u8>, (&'static str, String)> {
+        let text = value.as_deref().ok_or((
+            key,
+            format!("missing: required by type {}", self.kind_name()),
+        ))?;
+        let bytes = parse_bytes(text).map_err(|e| (key, e))?;
+        if bytes.is_empty() {
+            return Err((key, "must not be empty".to_owned()));
+        }
+        Ok(bytes)
     }
 
     fn kind_name(&self) -> &'static str {

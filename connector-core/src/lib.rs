@@ -1,0 +1,17 @@
+//! The pure core of the socket connector: the `socket.json` model ([`config`]), its build into
+//! runtime types, which is the validation ([`build`], [`load`]), the routing decision for a device
+//! message ([`route`]), framing, conversion, report strategies and ThingsBoard's gateway API
+//! payloads. No sockets, no broker, no disk: the connector adds IO around it, and the operator and
+//! the fuzz targets use it alone.
+
+pub mod address_filter;
+pub mod build;
+pub mod config;
+pub mod convert;
+pub mod downlink;
+pub mod framing;
+pub mod load;
+pub mod report;
+pub mod route;
+pub mod settings;
+pub mod thingsboard;
