@@ -7,18 +7,19 @@
 //! [`downlink`] carries attribute responses, attribute updates and RPC back to devices. [`live`]
 //! and [`reload`] swap the built configuration at run time; [`runtime`] wires the layers together.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod demo;
-pub mod downlink;
-pub mod http;
-pub mod live;
+pub(crate) mod downlink;
+pub(crate) mod http;
+pub(crate) mod last_values;
+pub(crate) mod live;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod queue;
 pub mod reload;
 pub mod runtime;
 pub mod simulate;
-pub mod stop;
+pub(crate) mod stop;
 pub mod thingsboard;
 pub mod tools;
-pub mod transport;
+pub(crate) mod transport;

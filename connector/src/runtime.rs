@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::downlink::{Downlink, DownlinkContext, LastValues};
+use crate::downlink::{Downlink, DownlinkContext};
 use crate::http::Health;
+use crate::last_values::LastValues;
 use crate::live::Live;
 use crate::queue::{Queue, QueueSettings};
 use crate::reload::Reloader;
@@ -162,7 +163,6 @@ impl Connector {
             live: live.clone(),
             links: links.clone(),
             last_values: last_values.clone(),
-            connector_name: connector_name.clone(),
             limits,
         });
         tokio::spawn(downlink.run(downlink_rx, requests_rx));

@@ -18,12 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::address_filter::AddressFilter;
+use crate::config::ValueType;
 use crate::config::{
     ConfigError, ConnectorConfig, DeviceConfig, Encoding, IdentitySliceConfig, KeyConfig,
     ReportStrategyConfig, ReportStrategyKind, SocketConfig, SocketKind, SocketMode,
     StrategyCascade, DEFAULT_CONVERTER, MAX_BUFFER_SIZE,
 };
-use crate::convert::typed::{TypedDecoder, ValueType};
+use crate::convert::typed::TypedDecoder;
 use crate::convert::{DeviceIdentity, IdentitySlice, KeySlice, KeyValue, UplinkConverter};
 use crate::framing::FramerFactory;
 

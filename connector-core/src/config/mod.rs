@@ -5,10 +5,12 @@
 mod legacy;
 mod model;
 mod strategy;
+mod typed;
 
 pub use legacy::{is_legacy_format, to_current_format};
 pub use model::*;
 pub use strategy::*;
+pub use typed::*;
 
 use serde_json::Value;
 

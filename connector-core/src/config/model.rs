@@ -271,11 +271,11 @@ pub struct KeyConfig {
     /// `float32`, `float64`, `bool`, `bits`, `string` or `hex`. Absent: a string, as in
     /// ThingsBoard.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub value_type: Option<crate::convert::typed::ValueType>,
+    pub value_type: Option<super::ValueType>,
     /// Extension: byte order of numbers: `big` (default), `little`, `big-word-swap` (16-bit words
     /// in little order, bytes in each word big: CDAB), `little-word-swap` (BADC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub byte_order: Option<crate::convert::typed::NumberOrder>,
+    pub byte_order: Option<super::NumberOrder>,
     /// Extension: numbers are multiplied by this (the result is a float).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale: Option<f64>,

@@ -4,78 +4,34 @@
 
 pub mod rpc;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
 use rumqttc::QoS;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::last_values::LastValues;
 use crate::live::Live;
 use crate::metrics::metrics;
+use crate::thingsboard::session::DownlinkEvent;
 use crate::thingsboard::Publisher;
 use crate::transport::{DeviceLinks, PeerAttributeRequest};
 use connector_core::config::AttributeScope;
-use connector_core::convert::{text, ConvertedData};
+use connector_core::convert::text;
 use connector_core::downlink::messages::{self, AttributeResponse, AttributeUpdate, Incoming};
 use connector_core::downlink::python;
 use connector_core::thingsboard::api::topic;
 use connector_core::thingsboard::limits::{self, SessionLimits};
 
-/// What the downlink task hears from the MQTT session.
-#[derive(Debug)]
-pub enum DownlinkEvent {
-    /// A new session: subscriptions must be made again.
-    Connected,
-    Message {
-        topic: String,
-        payload: Bytes,
-    },
-}
-
-/// What the session subscribes to on every connect, before it sends anything, so that no answer
-/// or update for data it sends can be missed.
-pub const SUBSCRIPTIONS: [&str; 5] = [
-    topic::ATTRIBUTES,
-    topic::ATTRIBUTES_RESPONSE,
-    topic::RPC,
-    topic::GATEWAY_RPC_REQUESTS,
-    topic::GATEWAY_RPC_RESPONSES,
-];
-
 /// ThingsBoard's gateway gives up on an attribute request after 20 s.
 pub const ATTRIBUTE_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attribute requests waiting for ThingsBoard at most; older ones are given up first.
 const MAX_PENDING_REQUESTS: usize = 10_000;
-
-/// Last value per key of one device.
-type KeyValues = IndexMap<Arc<str>, Value>;
-
-/// The last value of every key of every device, for the built-in `get` RPC.
-#[derive(Debug, Default)]
-pub struct LastValues {
-    values: Mutex<HashMap<Arc<str>, KeyValues>>,
-}
-
-impl LastValues {
-    pub fn record(&self, data: &ConvertedData) {
-        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        let device = values.entry(data.device.name.clone()).or_default();
-        for point in data.telemetry.iter().chain(&data.attributes) {
-            device.insert(point.key.clone(), point.value.clone());
-        }
-    }
-
-    pub fn get(&self, device: &str, key: &str) -> Option<Value> {
-        let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        values.get(device).and_then(|keys| keys.get(key)).cloned()
-    }
-}
 
 struct PendingRequest {
     device: Arc<str>,
@@ -92,8 +48,6 @@ pub struct DownlinkContext {
     pub live: Arc<Live>,
     pub links: Arc<DeviceLinks>,
     pub last_values: Arc<LastValues>,
-    /// Connector name: `socket_<method>` on the gateway device addresses this connector.
-    pub connector_name: Arc<str>,
     /// Where ThingsBoard's session limits go (the uplink task applies them).
     pub limits: watch::Sender<SessionLimits>,
 }
@@ -294,7 +248,6 @@ impl Downlink {
     }
 }
 
-pub use rpc::RpcOutcome;
 
 fn count(counter: &prometheus::IntCounterVec, outcome: &str) {
     counter.with_label_values(&[outcome]).inc();

@@ -23,11 +23,32 @@ use tracing::{debug, info, trace, warn};
 
 use super::link::{explain, jitter, BACKOFF_MAX, BACKOFF_START};
 use super::MqttSettings;
-use crate::downlink::{DownlinkEvent, SUBSCRIPTIONS};
 use crate::http::Health;
 use crate::metrics::metrics;
 use crate::queue::{Queue, Record, Topic};
+use connector_core::thingsboard::api::topic;
 use connector_core::thingsboard::limits::{RateLimiter, SessionLimits};
+
+/// What the downlink task hears from the MQTT session.
+#[derive(Debug)]
+pub enum DownlinkEvent {
+    /// A new session: subscriptions must be made again.
+    Connected,
+    Message {
+        topic: String,
+        payload: Bytes,
+    },
+}
+
+/// What the session subscribes to on every connect, before it sends anything, so that no answer
+/// or update for data it sends can be missed.
+pub const SUBSCRIPTIONS: [&str; 5] = [
+    topic::ATTRIBUTES,
+    topic::ATTRIBUTES_RESPONSE,
+    topic::RPC,
+    topic::GATEWAY_RPC_REQUESTS,
+    topic::GATEWAY_RPC_RESPONSES,
+];
 
 /// Publishes in flight (sent, not yet acknowledged) at most; rumqttc's inflight limit is the same.
 pub const WINDOW: usize = 100;

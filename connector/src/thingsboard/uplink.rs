@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 use crate::clock::now_ms;
-use crate::downlink::LastValues;
+use crate::last_values::LastValues;
 use crate::metrics::metrics;
 use crate::queue::{Outbound, Queue, Topic};
 use connector_core::config::ReportStrategy;
