@@ -10,6 +10,7 @@
 pub(crate) mod clock;
 pub mod demo;
 pub(crate) mod downlink;
+pub(crate) mod events;
 pub(crate) mod http;
 pub(crate) mod last_values;
 pub(crate) mod live;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use crate::events::ConfigReload;
 use crate::live::Live;
-use crate::metrics::metrics;
 use crate::transport::DeviceLinks;
 use connector_core::config::{ConnectorConfig, DeviceConfig};
 use connector_core::load::{load_file, LoadedConfig};
@@ -128,34 +128,21 @@ impl Reloader {
         for warning in &loaded.warnings {
             warn!(file = %path.display(), "{warning}");
         }
-        match self.apply(&loaded) {
-            Ok(summary) => {
-                metrics()
-                    .config_reloads
-                    .with_label_values(&["applied"])
-                    .inc();
-                info!(
-                    file = %path.display(),
-                    added = ?summary.added,
-                    removed = ?summary.removed,
-                    changed = ?summary.changed,
-                    "configuration reloaded"
-                );
-                if !summary.needs_restart.is_empty() {
-                    warn!(keys = ?summary.needs_restart, "these settings changed but take effect only after a restart");
-                }
-                true
-            }
-            Err(reason) => self.rejected(path, &reason),
+        let outcome = self.apply(&loaded);
+        ConfigReload {
+            file: path,
+            outcome: outcome.as_ref().map_err(String::as_str),
         }
+        .emit();
+        outcome.is_ok()
     }
 
     fn rejected(&self, path: &std::path::Path, reason: &str) -> bool {
-        metrics()
-            .config_reloads
-            .with_label_values(&["rejected"])
-            .inc();
-        error!(file = %path.display(), "configuration reload rejected, keeping the running one: {reason}");
+        ConfigReload {
+            file: path,
+            outcome: Err(reason),
+        }
+        .emit();
         false
     }
 }

@@ -64,6 +64,7 @@ impl Connector {
     /// bound; an unreachable ThingsBoard is retried in the background.
     pub async fn start(loaded: &LoadedConfig, settings: GatewaySettings) -> anyhow::Result<Self> {
         let config = &loaded.config;
+        crate::events::initialize_series();
         let live = Arc::new(Live::new(loaded));
         let socket = &config.socket;
         let address = transport::bind_address(&socket.address, socket.port)

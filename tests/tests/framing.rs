@@ -123,7 +123,12 @@ async fn oversized_frames_are_dropped_or_close_the_connection() {
     connector.wait_for_log("frame dropped");
 
     let close = json!({"type": "delimiter", "delimiter": "\\n", "maxFrameLength": 4, "onOversize": "close"});
-    let closing = ConnectorProcess::start(&config("TCP", close, "utf-8"), broker.port());
+    let metrics_address = format!("127.0.0.1:{}", e2e_tests::free_port());
+    let closing = ConnectorProcess::start_with(
+        &config("TCP", close, "utf-8"),
+        broker.port(),
+        &["--metrics-address", &metrics_address],
+    );
     let mut device = TcpStream::connect(closing.local_addr).unwrap();
     device.set_read_timeout(Some(PROMPTLY)).unwrap();
     device.write_all(b"much too long\n").unwrap();
@@ -134,6 +139,15 @@ async fn oversized_frames_are_dropped_or_close_the_connection() {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
     }
     closing.wait_for_log("connection closed after a bad frame");
+    let (_, metrics) = e2e_tests::http::get(metrics_address.parse().unwrap(), "/metrics");
+    let closed = |reason: &str| {
+        e2e_tests::http::sample(
+            &metrics,
+            &format!("socket_connector_connections_closed_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(closed("frame_too_long"), Some(1.0), "{metrics}");
+    assert_eq!(closed("idle_timeout"), Some(0.0), "every reason is a series from the start");
 }
 
 #[test]

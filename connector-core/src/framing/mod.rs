@@ -36,17 +36,6 @@ impl From<std::io::Error> for FrameError {
     }
 }
 
-impl FrameError {
-    /// The `reason` label of the dropped-frames metric.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::TooLong { .. } => "frame_too_long",
-            Self::BadLength { .. } => "bad_length_field",
-            Self::Io(_) => "io",
-        }
-    }
-}
-
 /// What every framer is: a `Decoder` of frames that can start afresh with the same settings.
 /// Implemented for every such decoder, so a framer file only writes its `Decoder`.
 pub trait FrameDecoder: Send + Sync + std::fmt::Debug {

@@ -15,9 +15,9 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::events::{AttributeRequestEvent, AttributeRequestOutcome, AttributeUpdateEvent};
 use crate::last_values::LastValues;
 use crate::live::Live;
-use crate::metrics::metrics;
 use crate::thingsboard::session::DownlinkEvent;
 use crate::thingsboard::Publisher;
 use crate::transport::{DeviceLinks, PeerAttributeRequest};
@@ -153,8 +153,12 @@ impl Downlink {
                 sent: Instant::now(),
             },
         );
-        count(&metrics().attribute_requests, "sent");
-        debug!(id, device = %request.device, keys = ?request.keys, "attribute request");
+        AttributeRequestEvent {
+            outcome: AttributeRequestOutcome::Sent,
+            id,
+            device: &request.device,
+        }
+        .emit();
         // Fixed QoS 1, as ThingsBoard's gateway.
         if !self
             .context
@@ -179,7 +183,12 @@ impl Downlink {
             );
             return;
         };
-        count(&metrics().attribute_requests, "answered");
+        AttributeRequestEvent {
+            outcome: AttributeRequestOutcome::Answered,
+            id: response.id,
+            device: &pending.device,
+        }
+        .emit();
         let bytes = python::json_dumps(&response.value).into_bytes();
         let name = &pending.device;
         match self
@@ -201,10 +210,13 @@ impl Downlink {
             if now.duration_since(pending.sent) < ATTRIBUTE_REQUEST_TIMEOUT {
                 break;
             }
-            let device = pending.device.clone();
+            AttributeRequestEvent {
+                outcome: AttributeRequestOutcome::TimedOut,
+                id,
+                device: &pending.device,
+            }
+            .emit();
             self.pending.shift_remove_index(0);
-            count(&metrics().attribute_requests, "timed_out");
-            warn!(id, device = %device, "attribute request timed out after 20 s without an answer from ThingsBoard");
         }
     }
 
@@ -233,22 +245,12 @@ impl Downlink {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("cannot encode as {encoding}: {e}")),
             };
-            let key = &entry.attribute;
-            match outcome {
-                Ok(peer) => {
-                    count(&metrics().attribute_updates, "written");
-                    info!(device = %update.device, key = %key, %peer, "attribute update written to device");
-                }
-                Err(error) => {
-                    count(&metrics().attribute_updates, "failed");
-                    warn!(device = %update.device, key = %key, %error, "attribute update not delivered");
-                }
+            AttributeUpdateEvent {
+                device: &update.device,
+                key: &entry.attribute,
+                outcome,
             }
+            .emit();
         }
     }
-}
-
-
-fn count(counter: &prometheus::IntCounterVec, outcome: &str) {
-    counter.with_label_values(&[outcome]).inc();
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::DownlinkContext;
-use crate::metrics::metrics;
+use crate::events::RpcHandled;
 use crate::transport::DownlinkError;
 use connector_core::config::SocketKind;
 use connector_core::convert::text;
@@ -33,7 +33,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handles `v1/gateway/rpc` and replies on the same topic.
 pub async fn device_rpc(context: DownlinkContext, request: DeviceRpc) {
     let outcome = handle_device_rpc(&context, &request).await;
-    count(outcome.as_ref());
+    RpcHandled {
+        method: &request.method,
+        outcome: outcome.as_ref(),
+    }
+    .emit();
     let Some(outcome) = outcome else {
         return;
     };
@@ -55,21 +59,17 @@ pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
             request.method
         )),
     };
-    count(Some(&outcome));
+    RpcHandled {
+        method: &request.method,
+        outcome: Some(&outcome),
+    }
+    .emit();
     let topic = format!(
         "{}{}",
         topic::GATEWAY_RPC_RESPONSE_PREFIX,
         request.request_id
     );
     publish(&context, &topic, outcome.data()).await;
-}
-
-fn count(outcome: Option<&RpcOutcome>) {
-    let label = match outcome {
-        Some(RpcOutcome::Error(_)) => "error",
-        _ => "ok",
-    };
-    metrics().rpc_requests.with_label_values(&[label]).inc();
 }
 
 async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {

@@ -16,7 +16,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
 use crate::clock::now_ms;
-use crate::metrics::metrics;
+use crate::events::RemoteLogDropped;
 
 /// Records waiting to be sent, as in ThingsBoard's handler (max 1000, overflow dropped).
 pub const QUEUE_CAPACITY: usize = 1000;
@@ -38,13 +38,6 @@ pub struct RemoteLogs {
 pub struct LogCounters {
     /// ERROR (and CRITICAL) records since start.
     pub errors: AtomicU64,
-}
-
-/// Remote records dropped because the queue (or the MQTT client) was full.
-pub fn dropped() -> prometheus::IntCounter {
-    metrics()
-        .dropped
-        .with_label_values(&["remote_log_queue_full"])
 }
 
 static REMOTE: OnceLock<Mutex<Option<RemoteLogs>>> = OnceLock::new();
@@ -94,7 +87,7 @@ impl<S: Subscriber> Layer<S> for RemoteLayer {
         let ts_ms = now_ms();
         let line = format_record(event, ts_ms);
         if sender.try_send(RemoteRecord { ts_ms, line }).is_err() {
-            dropped().inc();
+            RemoteLogDropped { records: 1 }.emit();
         }
     }
 }

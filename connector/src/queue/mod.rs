@@ -25,13 +25,7 @@ use disk::DiskStore;
 
 pub use connector_core::settings::{Fsync, FullPolicy};
 
-/// The `reason` label of records a full policy dropped.
-fn drop_reason(policy: FullPolicy) -> &'static str {
-    match policy {
-        FullPolicy::DropOldest => "queue_full_drop_oldest",
-        _ => "queue_full_drop_newest",
-    }
-}
+use crate::events::{QueueDiskError, QueueFullDrops};
 
 /// Where records live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,13 +364,12 @@ impl Queue {
                     if let Err(err) = disk.write(inserts.make_contiguous(), &removes) {
                         // The records stay in memory and are still delivered while this process
                         // lives; they are only not replayed after a restart.
-                        metrics()
-                            .queue_disk_errors
-                            .inc_by((inserts.len() + removes.len()) as u64);
-                        crate::logging::warn_throttled(
-                            "queue_disk_error",
-                            format_args!("cannot write the uplink queue to disk, records kept in memory only: {err}"),
-                        );
+                        QueueDiskError {
+                            records: inserts.len() + removes.len(),
+                            consequence: "cannot write the uplink queue to disk, records kept in memory only",
+                            error: &err,
+                        }
+                        .emit();
                     }
                 }
                 pushed.accepted += appended;
@@ -390,41 +383,24 @@ impl Queue {
             }
             room.await;
         }
-        self.count_drops(pushed);
+        QueueFullDrops {
+            oldest: pushed.dropped_old,
+            newest: pushed.dropped_new,
+            max_bytes: self.settings.max_bytes,
+        }
+        .emit();
         pushed
-    }
-
-    fn count_drops(&self, pushed: Pushed) {
-        let dropped = metrics().dropped.clone();
-        if pushed.dropped_old > 0 {
-            dropped
-                .with_label_values(&[drop_reason(FullPolicy::DropOldest)])
-                .inc_by(pushed.dropped_old as u64);
-        }
-        if pushed.dropped_new > 0 {
-            dropped
-                .with_label_values(&[drop_reason(FullPolicy::DropNewest)])
-                .inc_by(pushed.dropped_new as u64);
-        }
-        if pushed.dropped_old + pushed.dropped_new > 0 {
-            crate::logging::warn_throttled(
-                "queue_full",
-                format_args!(
-                    "uplink queue full ({} bytes): {} old and {} new records dropped",
-                    self.settings.max_bytes, pushed.dropped_old, pushed.dropped_new
-                ),
-            );
-        }
     }
 
     fn delete(&self, ids: &[u64]) {
         if let (Some(disk), false) = (&self.disk, ids.is_empty()) {
             if let Err(err) = disk.remove(ids) {
-                metrics().queue_disk_errors.inc_by(ids.len() as u64);
-                crate::logging::warn_throttled(
-                    "queue_disk_error",
-                    format_args!("cannot delete acknowledged records from the disk queue (they will be sent again after a restart): {err}"),
-                );
+                QueueDiskError {
+                    records: ids.len(),
+                    consequence: "cannot delete acknowledged records (they will be sent again after a restart)",
+                    error: &err,
+                }
+                .emit();
             }
         }
     }

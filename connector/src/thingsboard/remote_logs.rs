@@ -14,7 +14,8 @@ use tracing::warn;
 
 use super::Publisher;
 use crate::clock::now_ms;
-use crate::logging::remote::{self, RemoteLogs, RemoteRecord};
+use crate::events::RemoteLogDropped;
+use crate::logging::remote::{RemoteLogs, RemoteRecord};
 use connector_core::thingsboard::api::topic;
 
 const RECORDS_PER_BATCH: usize = 20;
@@ -43,9 +44,9 @@ pub async fn run(
         tokio::select! {
             _ = batches.tick(), if logs.records.is_some() => {
                 let batch = next_batch(&mut logs, &mut carry, &logs_key, max_payload);
-                let records = batch.len() as u64;
+                let records = batch.len();
                 if records > 0 && !publisher.try_publish(topic::GATEWAY_TELEMETRY, qos, Value::Array(batch).to_string()) {
-                    remote::dropped().inc_by(records);
+                    RemoteLogDropped { records }.emit();
                 }
             }
             _ = error_reports.tick() => {
@@ -56,7 +57,7 @@ pub async fn run(
                         last_reported = errors;
                     }
                 }
-                let dropped = remote::dropped().get();
+                let dropped = RemoteLogDropped::total();
                 if dropped > last_dropped {
                     warn!(dropped = dropped - last_dropped, "remote log records dropped: more logs than ThingsBoard is sent");
                     last_dropped = dropped;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use connector_core::config::SocketConfig;
 
+use crate::events::RejectReason;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnectionLimits {
     pub max_total: Option<usize>,
@@ -27,22 +29,6 @@ impl ConnectionLimits {
     }
 }
 
-/// Why a connection was refused; the metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    MaxConnections,
-    MaxConnectionsPerPeer,
-}
-
-impl Refusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::MaxConnections => "max_connections",
-            Self::MaxConnectionsPerPeer => "max_connections_per_peer",
-        }
-    }
-}
-
 /// Open connections, in total and per IP.
 #[derive(Debug, Default)]
 pub struct OpenConnections {
@@ -52,13 +38,13 @@ pub struct OpenConnections {
 
 impl OpenConnections {
     /// Counts the connection in, or says which limit refuses it.
-    pub fn admit(&mut self, limits: &ConnectionLimits, ip: IpAddr) -> Result<(), Refusal> {
+    pub fn admit(&mut self, limits: &ConnectionLimits, ip: IpAddr) -> Result<(), RejectReason> {
         if limits.max_total.is_some_and(|max| self.total >= max) {
-            return Err(Refusal::MaxConnections);
+            return Err(RejectReason::MaxConnections);
         }
         let from_peer = self.per_peer.get(&ip).copied().unwrap_or(0);
         if limits.max_per_peer.is_some_and(|max| from_peer >= max) {
-            return Err(Refusal::MaxConnectionsPerPeer);
+            return Err(RejectReason::MaxConnectionsPerPeer);
         }
         self.total += 1;
         *self.per_peer.entry(ip).or_default() += 1;
@@ -101,10 +87,13 @@ mod tests {
         assert_eq!(open.admit(&limits, ip(1)), Ok(()));
         assert_eq!(
             open.admit(&limits, ip(1)),
-            Err(Refusal::MaxConnectionsPerPeer)
+            Err(RejectReason::MaxConnectionsPerPeer)
         );
         assert_eq!(open.admit(&limits, ip(2)), Ok(()));
-        assert_eq!(open.admit(&limits, ip(3)), Err(Refusal::MaxConnections));
+        assert_eq!(
+            open.admit(&limits, ip(3)),
+            Err(RejectReason::MaxConnections)
+        );
         open.release(ip(1));
         assert_eq!(open.admit(&limits, ip(3)), Ok(()));
         assert_eq!(open.total(), 3);

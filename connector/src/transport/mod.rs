@@ -31,13 +31,11 @@ use std::sync::Arc;
 use connector_core::build::DeviceSet;
 use connector_core::route::{route, AttributeRequest, Routed};
 use tokio::sync::mpsc;
-use tracing::warn;
 
 use crate::clock::now_ms;
+use crate::events::AttributeRequestDropped;
 use crate::live::{Live, Snapshot};
-use crate::metrics::metrics;
 use connector_core::convert::ConvertedData;
-use connector_core::framing::FrameError;
 
 /// An attribute request a device made, with the connection the answer goes back to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,15 +52,6 @@ pub struct Ingest {
     pub queue: mpsc::Sender<ConvertedData>,
     pub requests: mpsc::Sender<PeerAttributeRequest>,
     pub links: Arc<DeviceLinks>,
-}
-
-/// Counts a frame the framer rejected; logs it when `log` (callers log the first per connection
-/// or interval, so a bad peer cannot flood the log).
-pub fn frame_rejected(error: &FrameError, peer: &str, log: bool) {
-    metrics().dropped.with_label_values(&[error.reason()]).inc();
-    if log {
-        warn!(%peer, %error, "frame dropped (further ones from this peer are only counted)");
-    }
 }
 
 /// The devices one peer feeds, matched against one generation of the configuration; matched
@@ -139,11 +128,7 @@ impl Ingest {
                         let device = request.device.clone();
                         let request = PeerAttributeRequest { request, peer };
                         if self.requests.try_send(request).is_err() {
-                            metrics()
-                                .dropped
-                                .with_label_values(&["attribute_request_queue_full"])
-                                .inc();
-                            warn!(device = %device, "attribute request dropped: too many waiting");
+                            AttributeRequestDropped { device: &device }.emit();
                         }
                     }
                 }

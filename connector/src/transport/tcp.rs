@@ -14,7 +14,11 @@ use tracing::{debug, info};
 
 use super::limits::{ConnectionLimits, OpenConnections};
 use super::links::WriteRequest;
-use super::{frame_rejected, Ingest, PeerDevices};
+use super::{Ingest, PeerDevices};
+use crate::events::{
+    CloseReason, ConnectionAccepted, ConnectionClosed, ConnectionRejected, FrameRejected,
+    RejectReason,
+};
 use crate::logging::warn_throttled;
 use crate::metrics::metrics;
 use connector_core::address_filter::peer_string;
@@ -43,20 +47,15 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let devices = PeerDevices::matching(&ingest.live, peer);
                     if devices.is_empty() {
-                        metrics().connections_rejected.with_label_values(&["no_matching_device"]).inc();
-                        info!(peer = %devices.peer_text(), "connection closed: no device's address filter matches this peer");
+                        ConnectionRejected { reason: RejectReason::NoMatchingDevice, peer: devices.peer_text(), detail: &"" }.emit();
                         continue;
                     }
-                    if let Err(refusal) = open.admit(&limits, peer.ip()) {
-                        metrics().connections_rejected.with_label_values(&[refusal.reason()]).inc();
-                        warn_throttled(
-                            &format!("{}:{}", refusal.reason(), peer.ip()),
-                            format_args!("connection from {} closed: {} reached ({} open)", devices.peer_text(), refusal.reason(), open.total()),
-                        );
+                    if let Err(reason) = open.admit(&limits, peer.ip()) {
+                        let detail = format!("{} open", open.total());
+                        ConnectionRejected { reason, peer: devices.peer_text(), detail: &detail }.emit();
                         continue;
                     }
-                    metrics().connections_accepted.inc();
-                    debug!(peer = %devices.peer_text(), "new connection established");
+                    ConnectionAccepted { peer: devices.peer_text() }.emit();
                     let (ingest, stop) = (ingest.clone(), connection_stop.clone());
                     let idle = limits.idle_timeout;
                     match tls.clone() {
@@ -103,15 +102,16 @@ async fn tls_connection(
             serve_connection(reader, writer, peer, devices, ingest, idle_timeout, stop).await;
         }
         failed => {
-            metrics()
-                .connections_rejected
-                .with_label_values(&["tls_handshake"])
-                .inc();
-            let reason = match failed {
+            let detail = match failed {
                 Ok(Err(error)) => format!("failed: {error}"),
                 _ => "timed out".to_owned(),
             };
-            info!(peer = %peer_string(peer), "connection closed: TLS handshake {reason}");
+            ConnectionRejected {
+                reason: RejectReason::TlsHandshake,
+                peer: &peer_string(peer),
+                detail: &detail,
+            }
+            .emit();
         }
     }
 }
@@ -167,11 +167,8 @@ async fn serve_connection<R, W>(
             read = limited.read_buf(&mut buffer) => read,
             _ = crate::stop::stopped(&mut stop) => break,
             _ = idle(idle_timeout) => {
-                metrics().connections_closed.with_label_values(&["idle_timeout"]).inc();
-                warn_throttled(
-                    &format!("idle_timeout:{}", peer.ip()),
-                    format_args!("connection from {} closed: nothing received for {} ms (idleTimeoutMs)", devices.peer_text(), idle_timeout.unwrap_or_default().as_millis()),
-                );
+                let detail = format!("{} ms", idle_timeout.unwrap_or_default().as_millis());
+                ConnectionClosed { reason: CloseReason::IdleTimeout, peer: devices.peer_text(), detail: &detail }.emit();
                 break;
             }
         };
@@ -201,10 +198,20 @@ async fn serve_connection<R, W>(
                         }
                         Ok(None) => break,
                         Err(error) => {
-                            frame_rejected(&error, devices.peer_text(), !logged_frame_error);
+                            FrameRejected {
+                                error: &error,
+                                peer: devices.peer_text(),
+                                log: !logged_frame_error,
+                            }
+                            .emit();
                             logged_frame_error = true;
                             if close_on_error {
-                                info!(peer = %peer_string(peer), "connection closed after a bad frame (onOversize: close)");
+                                ConnectionClosed {
+                                    reason: CloseReason::of_frame_error(&error),
+                                    peer: devices.peer_text(),
+                                    detail: &error,
+                                }
+                                .emit();
                                 break 'read;
                             }
                         }

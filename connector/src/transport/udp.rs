@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use bytes::BytesMut;
 
-use super::{frame_rejected, Ingest, PeerDevices};
+use super::{Ingest, PeerDevices};
+use crate::events::{DatagramRejected, FrameRejected};
 
 /// UDP has no connections: bad frames are logged at most this often.
 const FRAME_LOG_INTERVAL_MS: i64 = 10_000;
-use crate::metrics::metrics;
 
 /// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
 /// ThingsBoard.
@@ -32,8 +32,10 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
             Ok((n, peer)) => {
                 let devices = PeerDevices::matching(&ingest.live, peer);
                 if devices.is_empty() {
-                    metrics().datagrams_rejected.inc();
-                    debug!(peer = %devices.peer_text(), "datagram dropped: no device's address filter matches this peer");
+                    DatagramRejected {
+                        peer: devices.peer_text(),
+                    }
+                    .emit();
                     continue;
                 }
                 let datagram = &buffer[..n];
@@ -60,7 +62,12 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
                             if log {
                                 last_frame_log = now;
                             }
-                            frame_rejected(&error, devices.peer_text(), log);
+                            FrameRejected {
+                                error: &error,
+                                peer: devices.peer_text(),
+                                log,
+                            }
+                            .emit();
                         }
                     }
                 }
