@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::build::{self, Defaults, FIELD_MANAGER};
 use crate::crd::{SocketConnector, SocketConnectorStatus};
+use crate::failure::Failure;
 use crate::metrics::OperatorMetrics;
 use crate::status::{self, Observation};
 use crate::validate::{validate, Plan};
@@ -32,7 +33,7 @@ const RECONCILE_CONCURRENCY: u16 = 16;
 /// Annotation holding the hash of what the operator last applied to a child.
 pub const APPLIED_HASH_ANNOTATION: &str = "tbsc.io/applied-hash";
 
-/// Why a reconcile failed; the variant is the metric label.
+/// Why a reconcile errored (retried with backoff; [`ReconcileError::failure`] names it).
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("Kubernetes API: {0}")]
@@ -44,11 +45,11 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    pub fn reason(&self) -> &'static str {
+    pub fn failure(&self) -> Failure {
         match self {
-            Self::Api(_) => "api",
-            Self::InvalidObject(_) => "invalid_object",
-            Self::NoNamespace => "no_namespace",
+            Self::Api(_) => Failure::ApiError,
+            Self::InvalidObject(_) => Failure::InvalidObject,
+            Self::NoNamespace => Failure::NoNamespace,
         }
     }
 }
@@ -157,6 +158,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Counts a failed rollout under its reason (the same name as its condition and Event).
+fn count_failure(context: &Context, observation: &Observation) {
+    if let Some(failure) = observation.failure() {
+        context
+            .metrics
+            .reconcile_errors
+            .with_label_values(&[failure.reason()])
+            .inc();
+    }
+}
+
 /// Exponential backoff per object: 1 s, 2 s, 4 s … 5 min.
 pub fn error_policy(
     guarded: Arc<DeserializeGuard<SocketConnector>>,
@@ -166,7 +178,7 @@ pub fn error_policy(
     context
         .metrics
         .reconcile_errors
-        .with_label_values(&[error.reason()])
+        .with_label_values(&[error.failure().reason()])
         .inc();
     let mut failures = lock(&context.failures);
     let count = failures
@@ -198,7 +210,7 @@ async fn reconcile_inner(
         Ok(plan) => plan,
         Err(error) => {
             let observation = Observation::Invalid {
-                reason: error.reason(),
+                failure: error.failure(),
                 message: error.to_string(),
             };
             write_status(sc, context, &observation, None, None).await?;
@@ -214,8 +226,8 @@ async fn reconcile_inner(
     }
     // build (pure) and apply
     let children = build::children(sc, &plan, &context.defaults);
-    for child in &children {
-        match apply_if_changed(context, &namespace, child).await {
+    for child in children.iter().map(build::Child::to_apply) {
+        match apply_if_changed(context, &namespace, &child).await {
             Ok(()) => {}
             // Refused for good until something changes (4xx other than conflicts and throttling):
             // say so on the object; transient errors go to the backoff.
@@ -273,9 +285,10 @@ async fn report_invalid_object(
         )),
     );
     let observation = Observation::Invalid {
-        reason: "InvalidObject",
+        failure: Failure::InvalidObject,
         message: invalid.error.clone(),
     };
+    count_failure(context, &observation);
     let conditions = status::conditions(&observation, invalid.metadata.generation);
     let body = json!({
         "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
@@ -442,6 +455,7 @@ async fn write_status(
     plan: Option<&Plan>,
     ready_replicas: Option<i32>,
 ) -> Result<bool, ReconcileError> {
+    count_failure(context, observation);
     let generation = sc.meta().generation;
     let old = sc.status.clone().unwrap_or_default();
     let mut conditions = status::conditions(observation, generation);
@@ -496,17 +510,15 @@ async fn publish_transition_event(
     let mut events = Vec::new();
     if ready_reason(old) != ready_reason(new) {
         let (type_, reason, note) = match observation {
-            Observation::Invalid { reason, message } => {
-                (EventType::Warning, (*reason).to_owned(), message.clone())
-            }
-            Observation::SecretMissing { message } => (
+            Observation::Invalid { message, .. }
+            | Observation::SecretMissing { message }
+            | Observation::ApplyFailed { message } => (
                 EventType::Warning,
-                "SecretMissing".to_owned(),
-                message.clone(),
-            ),
-            Observation::ApplyFailed { message } => (
-                EventType::Warning,
-                "ApplyFailed".to_owned(),
+                observation
+                    .failure()
+                    .map(Failure::reason)
+                    .unwrap_or_default()
+                    .to_owned(),
                 message.clone(),
             ),
             Observation::Applied { .. } if status::is_ready(Some(new)) => (

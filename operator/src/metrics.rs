@@ -11,7 +11,7 @@ pub struct OperatorMetrics {
     registry: Registry,
     /// `result`: `success`, `error`.
     pub reconciliations: IntCounterVec,
-    /// `reason`: see `ReconcileError::reason`.
+    /// `reason`: a [`crate::failure::Failure`].
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: Histogram,
     /// `kind`: ConfigMap, Deployment, Service.
@@ -70,7 +70,12 @@ impl OperatorMetrics {
         Self {
             registry,
             reconciliations,
-            reconcile_errors,
+            reconcile_errors: {
+                for failure in crate::failure::Failure::ALL {
+                    reconcile_errors.with_label_values(&[failure.reason()]);
+                }
+                reconcile_errors
+            },
             reconcile_duration,
             applies,
             status_writes,

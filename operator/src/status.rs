@@ -5,15 +5,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::SocketConnectorStatus;
+use crate::failure::Failure;
+
+impl Observation {
+    /// The failure this observation reports, if it is one.
+    pub fn failure(&self) -> Option<Failure> {
+        match self {
+            Self::Invalid { failure, .. } => Some(*failure),
+            Self::SecretMissing { .. } => Some(Failure::SecretMissing),
+            Self::ApplyFailed { .. } => Some(Failure::ApplyFailed),
+            Self::Applied { .. } => None,
+        }
+    }
+}
 
 /// What reconcile learned this round.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation {
-    /// The spec cannot be rolled out (config or identities); nothing was applied.
-    Invalid {
-        reason: &'static str,
-        message: String,
-    },
+    /// The spec (or the object) cannot be rolled out; nothing was applied.
+    Invalid { failure: Failure, message: String },
     /// A referenced Secret (or key) is missing; nothing was applied.
     SecretMissing { message: String },
     /// The API server refused a child (quota, admission, an immutable field, RBAC); the spec is
@@ -51,26 +61,39 @@ pub fn conditions(observation: &Observation, generation: Option<i64>) -> Vec<Con
         condition(t, ok, reason, message, generation)
     };
     match observation {
-        Observation::Invalid { reason, message } => vec![
-            c("Ready", false, reason, message.clone()),
-            c(
-                "Progressing",
-                false,
-                reason,
-                "nothing is rolled out until the spec is fixed".to_owned(),
-            ),
-            c("Degraded", true, reason, message.clone()),
-            c("ConfigValid", false, reason, message.clone()),
-        ],
+        Observation::Invalid { failure, message } => {
+            let reason = failure.reason();
+            vec![
+                c("Ready", false, reason, message.clone()),
+                c(
+                    "Progressing",
+                    false,
+                    reason,
+                    "nothing is rolled out until the spec is fixed".to_owned(),
+                ),
+                c("Degraded", true, reason, message.clone()),
+                c("ConfigValid", false, reason, message.clone()),
+            ]
+        }
         Observation::SecretMissing { message } => vec![
-            c("Ready", false, "SecretMissing", message.clone()),
+            c(
+                "Ready",
+                false,
+                Failure::SecretMissing.reason(),
+                message.clone(),
+            ),
             c(
                 "Progressing",
                 false,
-                "SecretMissing",
+                Failure::SecretMissing.reason(),
                 "waiting for the Secret".to_owned(),
             ),
-            c("Degraded", true, "SecretMissing", message.clone()),
+            c(
+                "Degraded",
+                true,
+                Failure::SecretMissing.reason(),
+                message.clone(),
+            ),
             c(
                 "ConfigValid",
                 true,
@@ -79,14 +102,24 @@ pub fn conditions(observation: &Observation, generation: Option<i64>) -> Vec<Con
             ),
         ],
         Observation::ApplyFailed { message } => vec![
-            c("Ready", false, "ApplyFailed", message.clone()),
+            c(
+                "Ready",
+                false,
+                Failure::ApplyFailed.reason(),
+                message.clone(),
+            ),
             c(
                 "Progressing",
                 false,
-                "ApplyFailed",
+                Failure::ApplyFailed.reason(),
                 "retrying every 30 s".to_owned(),
             ),
-            c("Degraded", true, "ApplyFailed", message.clone()),
+            c(
+                "Degraded",
+                true,
+                Failure::ApplyFailed.reason(),
+                message.clone(),
+            ),
             c(
                 "ConfigValid",
                 true,
@@ -176,7 +209,7 @@ mod tests {
     #[test]
     fn invalid_config_is_not_rolled_out() {
         let observation = Observation::Invalid {
-            reason: "InvalidConfig",
+            failure: Failure::InvalidConfig,
             message: "spec.connector.devices[0].deviceName: must not be empty".into(),
         };
         let conditions = conditions(&observation, Some(3));

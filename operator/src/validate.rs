@@ -9,11 +9,12 @@ use connector_core::load::load_value;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{QueueSpec, SecretKeyRef, SocketConnectorSpec};
+use crate::failure::Failure;
 
 pub const DEFAULT_METRICS_PORT: i32 = 9100;
 pub const DEFAULT_TB_PORT: i32 = 1883;
 
-/// Why a spec cannot be rolled out; the variant name is the condition reason and metric label.
+/// Why a spec cannot be rolled out ([`SpecError::failure`] names it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     /// The connector configuration fails the connector's own checks.
@@ -36,12 +37,12 @@ pub enum SpecError {
 }
 
 impl SpecError {
-    pub fn reason(&self) -> &'static str {
+    pub fn failure(&self) -> Failure {
         match self {
-            Self::InvalidConfig(_) => "InvalidConfig",
-            Self::DuplicateAccessToken { .. } => "DuplicateAccessToken",
-            Self::NotEnoughAccessTokens { .. } => "NotEnoughAccessTokens",
-            Self::InvalidQueue(_) => "InvalidQueue",
+            Self::InvalidConfig(_) => Failure::InvalidConfig,
+            Self::DuplicateAccessToken { .. } => Failure::DuplicateAccessToken,
+            Self::NotEnoughAccessTokens { .. } => Failure::NotEnoughAccessTokens,
+            Self::InvalidQueue(_) => Failure::InvalidQueue,
         }
     }
 }
@@ -218,7 +219,7 @@ mod tests {
         let mut spec = fixtures::tcp_spec();
         spec.connector.devices[0].address = None;
         let error = validate(&spec, "ns", "n").unwrap_err();
-        assert_eq!(error.reason(), "InvalidConfig");
+        assert_eq!(error.failure(), Failure::InvalidConfig);
         assert!(
             error
                 .to_string()
@@ -232,13 +233,13 @@ mod tests {
         let mut spec = fixtures::tcp_spec();
         spec.replicas = Some(2);
         assert_eq!(
-            validate(&spec, "ns", "n").unwrap_err().reason(),
-            "NotEnoughAccessTokens"
+            validate(&spec, "ns", "n").unwrap_err().failure(),
+            Failure::NotEnoughAccessTokens
         );
         spec.thingsboard.additional_access_tokens = vec![spec.thingsboard.access_token.clone()];
         assert_eq!(
-            validate(&spec, "ns", "n").unwrap_err().reason(),
-            "DuplicateAccessToken"
+            validate(&spec, "ns", "n").unwrap_err().failure(),
+            Failure::DuplicateAccessToken
         );
         spec.thingsboard.additional_access_tokens[0].key = "other".into();
         let plan = validate(&spec, "ns", "n").unwrap();

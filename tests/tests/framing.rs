@@ -147,7 +147,11 @@ async fn oversized_frames_are_dropped_or_close_the_connection() {
         )
     };
     assert_eq!(closed("frame_too_long"), Some(1.0), "{metrics}");
-    assert_eq!(closed("idle_timeout"), Some(0.0), "every reason is a series from the start");
+    assert_eq!(
+        closed("idle_timeout"),
+        Some(0.0),
+        "every reason is a series from the start"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn render(sc: &SocketConnector) -> String {
     let plan = validate(&sc.spec, "plant", &sc.name_any()).expect("valid fixture");
     children(sc, &plan, &Defaults::default())
         .iter()
-        .map(|child| serde_yaml::to_string(child).expect("yaml"))
+        .map(|child| serde_yaml::to_string(&child.to_apply()).expect("yaml"))
         .collect::<Vec<_>>()
         .join("---\n")
 }
@@ -65,7 +65,7 @@ fn queue_settings_the_connector_refuses_are_rejected() {
         ..Default::default()
     });
     let error = crate::validate::validate(&spec, "ns", "n").expect_err("invalid fsync");
-    assert_eq!(error.reason(), "InvalidQueue");
+    assert_eq!(error.failure(), crate::failure::Failure::InvalidQueue);
     assert!(error.to_string().starts_with("spec.queue.fsync"), "{error}");
 }
 

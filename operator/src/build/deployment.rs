@@ -1,139 +1,26 @@
-//! The children of a `SocketConnector`, built as pure functions of the resource and its plan:
-//! a ConfigMap with `socket.json`, one Deployment per gateway identity, and a Service.
+//! One Deployment per gateway identity (never two pods with one token: `Recreate`), running the
+//! connector with the ConfigMap mounted, the token from its Secret and the queue on its claim.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort,
-    ServiceSpec as CoreServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
 
+use super::queue_claim::queue_claim_name;
+use super::{
+    config_map_name, deployment_name, labels, metadata, Defaults, CONFIG_DIR, CONFIG_FILE,
+    MANAGED_BY_LABEL, QUEUE_DIR, REPLICA_LABEL, RESTART_HASH_ANNOTATION,
+};
 use crate::crd::SocketConnector;
 use crate::validate::{Identity, Plan, DEFAULT_TB_PORT};
-
-pub const FIELD_MANAGER: &str = "socket-connector-operator";
-pub const CONFIG_FILE: &str = "socket.json";
-pub const CONFIG_DIR: &str = "/etc/socket-connector";
-/// On the pod template: changes of what the connector cannot hot-reload roll the pods.
-pub const RESTART_HASH_ANNOTATION: &str = "tbsc.io/restart-hash";
-/// Where a persistent queue is mounted.
-pub const QUEUE_DIR: &str = "/var/lib/socket-connector/queue";
-pub const REPLICA_LABEL: &str = "tbsc.io/replica";
-pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-
-/// Operator-wide defaults that the spec may override.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Defaults {
-    pub image: String,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Self {
-            image: format!(
-                "ghcr.io/tbsc/socket-connector:{}",
-                env!("CARGO_PKG_VERSION")
-            ),
-        }
-    }
-}
-
-pub fn config_map_name(sc: &SocketConnector) -> String {
-    format!("{}-config", sc.name_any())
-}
-
-pub fn deployment_name(sc: &SocketConnector, identity: &Identity) -> String {
-    format!("{}-{}", sc.name_any(), identity.index)
-}
-
-/// Labels every child carries; the selector of orphan clean-up.
-pub fn labels(sc: &SocketConnector) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_owned(),
-            "socket-connector".to_owned(),
-        ),
-        (INSTANCE_LABEL.to_owned(), sc.name_any()),
-        (MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned()),
-    ])
-}
-
-/// `app.kubernetes.io/instance=<name>,app.kubernetes.io/managed-by=...`.
-pub fn label_selector(sc: &SocketConnector) -> String {
-    format!(
-        "{INSTANCE_LABEL}={},{MANAGED_BY_LABEL}={FIELD_MANAGER}",
-        sc.name_any()
-    )
-}
-
-fn metadata(sc: &SocketConnector, name: String, extra_labels: &[(&str, String)]) -> ObjectMeta {
-    let mut labels = labels(sc);
-    for (key, value) in extra_labels {
-        labels.insert((*key).to_owned(), value.clone());
-    }
-    ObjectMeta {
-        name: Some(name),
-        namespace: sc.namespace(),
-        labels: Some(labels),
-        owner_references: sc.controller_owner_ref(&()).map(|r| vec![r]),
-        ..ObjectMeta::default()
-    }
-}
-
-pub fn config_map(sc: &SocketConnector, plan: &Plan) -> ConfigMap {
-    ConfigMap {
-        metadata: metadata(sc, config_map_name(sc), &[]),
-        data: Some(BTreeMap::from([(
-            CONFIG_FILE.to_owned(),
-            plan.config_json.clone(),
-        )])),
-        ..ConfigMap::default()
-    }
-}
-
-pub fn queue_claim_name(sc: &SocketConnector, identity: &Identity) -> String {
-    format!("{}-queue", deployment_name(sc, identity))
-}
-
-/// One claim per identity when `spec.queue.persistence` is set: the queue of a gateway identity
-/// survives its pod.
-pub fn queue_claims(sc: &SocketConnector, plan: &Plan) -> Vec<PersistentVolumeClaim> {
-    let Some(persistence) = sc.spec.queue.as_ref().and_then(|q| q.persistence.as_ref()) else {
-        return Vec::new();
-    };
-    plan.identities
-        .iter()
-        .map(|identity| PersistentVolumeClaim {
-            metadata: metadata(
-                sc,
-                queue_claim_name(sc, identity),
-                &[(REPLICA_LABEL, identity.index.to_string())],
-            ),
-            spec: Some(PersistentVolumeClaimSpec {
-                access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-                storage_class_name: persistence.storage_class_name.clone(),
-                resources: Some(VolumeResourceRequirements {
-                    requests: Some(BTreeMap::from([(
-                        "storage".to_owned(),
-                        Quantity(persistence.size.clone().unwrap_or_else(|| "2Gi".to_owned())),
-                    )])),
-                    ..VolumeResourceRequirements::default()
-                }),
-                ..PersistentVolumeClaimSpec::default()
-            }),
-            ..PersistentVolumeClaim::default()
-        })
-        .collect()
-}
 
 pub fn deployments(sc: &SocketConnector, plan: &Plan, defaults: &Defaults) -> Vec<Deployment> {
     plan.identities
@@ -350,69 +237,3 @@ fn default_resources() -> ResourceRequirements {
         ..ResourceRequirements::default()
     }
 }
-
-pub fn service(sc: &SocketConnector, plan: &Plan) -> Service {
-    let settings = sc.spec.service.clone().unwrap_or_default();
-    let mut selector = labels(sc);
-    selector.remove(MANAGED_BY_LABEL);
-    let mut metadata = metadata(sc, sc.name_any(), &[]);
-    if !settings.annotations.is_empty() {
-        metadata.annotations = Some(settings.annotations.clone());
-    }
-    let type_ = settings.type_.unwrap_or_else(|| "ClusterIP".to_owned());
-    Service {
-        metadata,
-        spec: Some(CoreServiceSpec {
-            type_: Some(type_.clone()),
-            selector: Some(selector),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("device".to_owned()),
-                    port: i32::from(plan.port),
-                    target_port: Some(IntOrString::String("device".to_owned())),
-                    protocol: Some(plan.protocol.to_owned()),
-                    node_port: settings.node_port.filter(|_| type_ != "ClusterIP"),
-                    ..ServicePort::default()
-                },
-                ServicePort {
-                    name: Some("metrics".to_owned()),
-                    port: plan.metrics_port,
-                    target_port: Some(IntOrString::String("metrics".to_owned())),
-                    protocol: Some("TCP".to_owned()),
-                    ..ServicePort::default()
-                },
-            ]),
-            ..CoreServiceSpec::default()
-        }),
-        ..Service::default()
-    }
-}
-
-/// `<service>.<namespace>.svc:<port>/<protocol>`.
-pub fn endpoint(sc: &SocketConnector, plan: &Plan) -> String {
-    format!(
-        "{}.{}.svc:{}/{}",
-        sc.name_any(),
-        sc.namespace().unwrap_or_default(),
-        plan.port,
-        plan.protocol
-    )
-}
-
-/// Every child, as JSON objects ready for server-side apply (with apiVersion and kind).
-pub fn children(sc: &SocketConnector, plan: &Plan, defaults: &Defaults) -> Vec<serde_json::Value> {
-    fn typed<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> serde_json::Value {
-        let mut value = serde_json::to_value(object).unwrap_or_default();
-        value["apiVersion"] = K::api_version(&()).into();
-        value["kind"] = K::kind(&()).into();
-        value
-    }
-    let mut children = vec![typed(&config_map(sc, plan))];
-    children.extend(queue_claims(sc, plan).iter().map(typed));
-    children.extend(deployments(sc, plan, defaults).iter().map(typed));
-    children.push(typed(&service(sc, plan)));
-    children
-}
-
-#[cfg(test)]
-mod tests;
