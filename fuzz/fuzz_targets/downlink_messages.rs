@@ -17,18 +17,7 @@ use connector_core::downlink::messages::{parse, Incoming};
 use connector_core::downlink::{python, rpc};
 use connector_core::thingsboard::limits::{RateLimiter, SessionLimits};
 
-const ENCODINGS: &[Encoding] = &[
-    Encoding::Utf8,
-    Encoding::Ascii,
-    Encoding::Latin1,
-    Encoding::Hex,
-    Encoding::Utf16,
-    Encoding::Utf16Le,
-    Encoding::Utf16Be,
-    Encoding::Utf32,
-    Encoding::Utf32Le,
-    Encoding::Utf32Be,
-];
+const ENCODINGS: &[Encoding] = Encoding::ALL;
 
 /// What the connector writes to a device for a value (attribute update, RPC params).
 fn write_to_device(value: &Value) {

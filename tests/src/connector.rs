@@ -30,6 +30,18 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
+/// `socket-connector validate` of `config` written to a file (stdout holds the report).
+pub fn validate(config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("socket.json");
+    std::fs::write(&path, config).expect("write config");
+    Command::new(binary())
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("run socket-connector validate")
+}
+
 /// Builds `bin` of `package` with the tests' profile and returns its path.
 pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
     // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<bin>

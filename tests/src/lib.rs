@@ -16,6 +16,19 @@ pub use broker::Mosquitto;
 pub use connector::ConnectorProcess;
 pub use peer::{Message, ThingsBoardPeer};
 
+/// The usual end-to-end setup: a real Mosquitto standing in for ThingsBoard's MQTT transport, the
+/// ThingsBoard test peer connected to it (before the connector, so it sees everything the
+/// connector publishes), and the connector binary running `config` with extra `run` arguments.
+pub async fn broker_peer_and_connector(
+    config: &serde_json::Value,
+    args: &[&str],
+) -> (Mosquitto, ThingsBoardPeer, ConnectorProcess) {
+    let broker = Mosquitto::start();
+    let peer = ThingsBoardPeer::connect(broker.port()).await;
+    let connector = ConnectorProcess::start_with(config, broker.port(), args);
+    (broker, peer, connector)
+}
+
 /// Generous bound for anything that should happen "promptly" on a loaded 2-core CI machine.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
 

@@ -4,14 +4,12 @@
 
 use std::net::UdpSocket;
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
-use e2e_tests::{ConnectorProcess, Mosquitto, ThingsBoardPeer};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn typed_fields_message_types_and_names_from_the_frame() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let name = json!({"byteFrom": 2, "byteTo": 4, "prefix": "Meter "});
     let config = json!({
         "name": "Meters",
@@ -33,7 +31,7 @@ async fn typed_fields_message_types_and_names_from_the_frame() {
              ]}
         ]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let device = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Type 1 from meter "07": counter 0x12345678, temperature -300 (x0.1), energy 10.0 as CDAB.
     // (No 0xFF inside a frame: it is the end marker.)

@@ -33,13 +33,9 @@ fn validate_decodes_samples_and_exits_zero() {
 
 #[test]
 fn validate_lists_every_error_and_exits_two() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("socket.json");
-    std::fs::write(&path, r#"{"socket": {"port": 50000}, "devices": [{"deviceName": "a"}, {"address": "*:*", "deviceName": ""}]}"#).unwrap();
-    let output = Command::new(binary())
-        .args(["validate", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = e2e_tests::connector::validate(
+        r#"{"socket": {"port": 50000}, "devices": [{"deviceName": "a"}, {"address": "*:*", "deviceName": ""}]}"#,
+    );
     assert_eq!(output.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

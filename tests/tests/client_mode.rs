@@ -5,14 +5,13 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
-use e2e_tests::{ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
+use e2e_tests::PROMPTLY;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connects_out_polls_and_reconnects() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let device_server = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = device_server.local_addr().unwrap().port();
     let config = json!({
@@ -23,7 +22,7 @@ async fn connects_out_polls_and_reconnects() {
         "devices": [{"address": format!("127.0.0.1:{port}"), "deviceName": "Device Server",
                      "telemetry": [{"key": "value"}]}]
     });
-    let _connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, _connector) = broker_peer_and_connector(&config, &[]).await;
 
     for round in 0..2 {
         let (mut connection, _) = device_server.accept().unwrap();
@@ -50,15 +49,9 @@ async fn connects_out_polls_and_reconnects() {
 
 #[test]
 fn client_mode_keys_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("socket.json");
     let bad = json!({"socket": {"type": "UDP", "mode": "client", "port": 9, "handshake": "0xZZ"},
                      "devices": [{"address": "*:*", "deviceName": "d"}]});
-    std::fs::write(&path, bad.to_string()).unwrap();
-    let output = std::process::Command::new(e2e_tests::connector::binary())
-        .args(["validate", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = e2e_tests::connector::validate(&bad.to_string());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2));
     assert!(

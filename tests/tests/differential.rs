@@ -12,8 +12,9 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::thingsboard_gateway::ThingsBoardGateway;
-use e2e_tests::{free_port, ConnectorProcess, Message, Mosquitto, ThingsBoardPeer};
+use e2e_tests::{free_port, Message, Mosquitto, ThingsBoardPeer};
 use serde_json::{json, Map, Value};
 
 /// Frames, sent one per write, far enough apart for ThingsBoard's 200 ms converter.
@@ -192,9 +193,8 @@ async fn run_ours(
     transport: Transport,
     frames: &[&[u8]],
 ) -> Vec<Message> {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&place(config, transport, 0), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&place(config, transport, 0), &[]).await;
     send(transport, connector.local_addr.port(), frames).await;
     let mut messages = collect(&mut peer, Duration::from_secs(1)).await;
     assert!(connector.terminate().success());

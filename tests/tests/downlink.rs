@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
-use e2e_tests::{ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
+use e2e_tests::{ConnectorProcess, ThingsBoardPeer, PROMPTLY};
 use serde_json::{json, Value};
 
 fn example(name: &str) -> Value {
@@ -84,11 +85,9 @@ async fn announced(peer: &mut ThingsBoardPeer) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attribute_request_over_tcp_gets_the_answer_on_the_open_connection() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let mut config = example("advanced.json");
     socket(&mut config, "TCP");
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let mut device = TcpDevice::connect(&connector);
 
     device.send(b"atr sharedAttribute sharedAttribute1");
@@ -127,15 +126,13 @@ async fn attribute_request_over_tcp_gets_the_answer_on_the_open_connection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attribute_request_over_udp_and_client_scope() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "name": "UDP requests",
         "socket": {"type": "UDP", "address": "127.0.0.1", "port": 0},
         "devices": [{"address": "*:*", "deviceName": "U",
             "attributeRequests": [{"type": "client", "requestExpression": "${[:2]==CA}", "attributeNameExpression": "[2:]"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let device = UdpDevice::bind(&connector);
     device.send(b"CAfirmware\n");
     let request = peer.next_on("v1/gateway/attributes/request").await;
@@ -154,11 +151,9 @@ async fn attribute_request_over_udp_and_client_scope() {
 #[tokio::test(flavor = "multi_thread")]
 async fn attribute_updates_reach_tcp_and_udp_devices_in_the_entry_encoding() {
     for kind in ["TCP", "UDP"] {
-        let broker = Mosquitto::start();
-        let mut peer = ThingsBoardPeer::connect(broker.port()).await;
         let mut config = example("advanced.json");
         socket(&mut config, kind);
-        let connector = ConnectorProcess::start(&config, broker.port());
+        let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
         let update = json!({"device": "Device Example", "data": {"sharedName": "new", "other": 1}});
         // The entry says utf-16: ThingsBoard ignores that and always uses TCP.
         let expected = b"\xff\xfen\0e\0w\0";
@@ -214,9 +209,7 @@ async fn rpc(peer: &mut ThingsBoardPeer, id: u64, method: &str, params: Value) -
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rpc_over_tcp() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&rpc_config("TCP"), broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&rpc_config("TCP"), &[]).await;
     let mut device = TcpDevice::connect(&connector);
     device.send(b"off");
     announced(&mut peer).await;
@@ -326,9 +319,7 @@ async fn rpc_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rpc_before_any_data_is_an_error_not_silence() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&rpc_config("TCP"), broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&rpc_config("TCP"), &[]).await;
     connector.wait_for_log("connected to ThingsBoard");
     // The subscription may lag the connection a little: retry until a reply comes.
     let deadline = Instant::now() + PROMPTLY;
@@ -351,9 +342,7 @@ async fn rpc_before_any_data_is_an_error_not_silence() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rpc_over_udp_replies_and_answers() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&rpc_config("UDP"), broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&rpc_config("UDP"), &[]).await;
     let device = UdpDevice::bind(&connector);
     device.send(b"off");
     announced(&mut peer).await;
@@ -384,8 +373,6 @@ async fn rpc_over_udp_replies_and_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_logs_arrive_and_stay_bounded_under_a_flood() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let good = UdpSocket::bind("127.0.0.1:0").unwrap();
     let config = json!({
         "name": "Logger",
@@ -395,7 +382,7 @@ async fn remote_logs_arrive_and_stay_bounded_under_a_flood() {
         "devices": [{"address": format!("127.0.0.1:{}", good.local_addr().unwrap().port()),
                      "deviceName": "Good", "telemetry": [{"key": "n"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let started = Instant::now();
     // Every datagram from this socket logs a DEBUG line: a log flood of about 5000 records a
     // second, paced so that the kernel's UDP buffer (not the connector) never drops datagrams.
@@ -463,12 +450,10 @@ async fn remote_logs_arrive_and_stay_bounded_under_a_flood() {
 /// the connection each name last sent from.
 #[tokio::test(flavor = "multi_thread")]
 async fn rpc_reaches_a_device_named_by_its_frames() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let mut config = rpc_config("TCP");
     config["devices"][0]["deviceNameFrom"] = json!({"byteFrom": 0, "byteTo": 4});
     config["devices"][0]["telemetry"] = json!([{"key": "state", "byteFrom": 4, "byteTo": -1}]);
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let mut lamp7 = TcpDevice::connect(&connector);
     lamp7.send(b"L007off");
     let connect = peer.next_on("v1/gateway/connect").await;

@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
-use e2e_tests::{ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
+use e2e_tests::{ConnectorProcess, ThingsBoardPeer, PROMPTLY};
 use serde_json::{json, Value};
 
 fn config(kind: &str, framing: Value, encoding: &str) -> Value {
@@ -43,16 +44,15 @@ fn write_chunks(stream: &mut TcpStream, chunks: &[&[u8]]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delimiter_frames_split_and_merged_across_reads() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(
+    let (_broker, mut peer, connector) = broker_peer_and_connector(
         &config(
             "TCP",
             json!({"type": "delimiter", "delimiter": "\\r\\n"}),
             "utf-8",
         ),
-        broker.port(),
-    );
+        &[],
+    )
+    .await;
     let mut device = TcpStream::connect(connector.local_addr).unwrap();
     write_chunks(&mut device, &[b"21.5\r", b"\n22.0\r\n22", b".5\r\n"]);
     assert_eq!(
@@ -63,10 +63,9 @@ async fn delimiter_frames_split_and_merged_across_reads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn length_field_frames() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let framing = json!({"type": "length", "lengthFieldLength": 2, "initialBytesToStrip": 2});
-    let connector = ConnectorProcess::start(&config("TCP", framing, "utf-8"), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&config("TCP", framing, "utf-8"), &[]).await;
     let mut device = TcpStream::connect(connector.local_addr).unwrap();
     write_chunks(
         &mut device,
@@ -80,12 +79,11 @@ async fn length_field_frames() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fixed_size_frames() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(
+    let (_broker, mut peer, connector) = broker_peer_and_connector(
         &config("TCP", json!({"type": "fixed", "size": 4}), "utf-8"),
-        broker.port(),
-    );
+        &[],
+    )
+    .await;
     let mut device = TcpStream::connect(connector.local_addr).unwrap();
     write_chunks(&mut device, &[b"ab", b"cdefgh"]);
     assert_eq!(frames(&mut peer, 2).await, [json!("abcd"), json!("efgh")]);
@@ -93,10 +91,9 @@ async fn fixed_size_frames() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn start_end_markers_in_udp_datagrams() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let framing = json!({"type": "markers", "start": "0x88", "end": "0xFF"});
-    let connector = ConnectorProcess::start(&config("UDP", framing, "hex"), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&config("UDP", framing, "hex"), &[]).await;
     let device = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Two frames and some noise in one datagram.
     device
@@ -113,10 +110,9 @@ async fn start_end_markers_in_udp_datagrams() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_frames_are_dropped_or_close_the_connection() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let resync = json!({"type": "delimiter", "delimiter": "\\n", "maxFrameLength": 4});
-    let connector = ConnectorProcess::start(&config("TCP", resync, "utf-8"), broker.port());
+    let (broker, mut peer, connector) =
+        broker_peer_and_connector(&config("TCP", resync, "utf-8"), &[]).await;
     let mut device = TcpStream::connect(connector.local_addr).unwrap();
     write_chunks(&mut device, &[b"ok\nmuch too long\nfine\n"]);
     assert_eq!(frames(&mut peer, 2).await, [json!("ok"), json!("fine")]);

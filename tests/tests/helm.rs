@@ -75,6 +75,16 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `kubectl apply --server-side -f <file of this repository>`.
+fn apply_file(kubeconfig: &Path, file: &str) {
+    let path = root().join(file);
+    let path = path.to_str().expect("UTF-8 path");
+    ok(
+        &kubectl(kubeconfig, &["apply", "--server-side", "-f", path], None),
+        &format!("apply {file}"),
+    );
+}
+
 fn ok(output: &Output, what: &str) -> String {
     assert!(
         output.status.success(),
@@ -135,38 +145,8 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
             .unwrap();
     }
     // The CRDs the rendered objects need: ours, and stand-ins for the Prometheus Operator's.
-    ok(
-        &kubectl(
-            &admin,
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                root()
-                    .join("crds/socketconnectors.tbsc.io.yaml")
-                    .to_str()
-                    .unwrap(),
-            ],
-            None,
-        ),
-        "apply CRD",
-    );
-    ok(
-        &kubectl(
-            &admin,
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                root()
-                    .join("tests/helm/monitoring-crds.yaml")
-                    .to_str()
-                    .unwrap(),
-            ],
-            None,
-        ),
-        "apply monitoring CRDs",
-    );
+    apply_file(&admin, "crds/socketconnectors.tbsc.io.yaml");
+    apply_file(&admin, "tests/helm/monitoring-crds.yaml");
     ok(
         &kubectl(
             &admin,

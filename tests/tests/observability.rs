@@ -4,6 +4,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::http::{get, sample};
 use e2e_tests::peer::telemetry_entries;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
@@ -228,13 +229,11 @@ async fn no_answer_to_session_limits_does_not_stall_data() {
 /// client's packet limit once stopped at 9,220 bytes and the session then failed for good.
 #[tokio::test(flavor = "multi_thread")]
 async fn larger_payloads_after_session_limits_are_delivered() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let framed = basic(&[(
         "socket",
         json!({"type": "TCP", "address": "127.0.0.1", "port": 0, "framing": {"type": "delimiter", "delimiter": "\\n"}}),
     )]);
-    let connector = ConnectorProcess::start(&framed, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&framed, &[]).await;
     connector.wait_for_log("ThingsBoard session limits");
     let big = "7".repeat(20_000);
     let mut device = TcpStream::connect(connector.local_addr).unwrap();

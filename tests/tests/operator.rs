@@ -320,13 +320,7 @@ async fn operator_on_a_real_api_server() {
         status_hash(sc) != config_before && is(sc, "Ready", "True")
     })
     .await;
-    assert!(config_maps
-        .get("line-1-config")
-        .await
-        .unwrap()
-        .data
-        .unwrap()["socket.json"]
-        .contains("Press 2"));
+    assert!(socket_json(&config_maps).await.contains("Press 2"));
     let deployment = deployments.get("line-1-0").await.unwrap();
     assert_eq!(
         pod_hash(&deployment),
@@ -358,21 +352,9 @@ async fn operator_on_a_real_api_server() {
     .await;
     let message = &condition(&invalid, "ConfigValid").unwrap().message;
     assert_eq!(message, "spec.connector.devices[0].telemetry[0].reportStrategy.reportPeriod: missing: ON_REPORT_PERIOD needs a period in milliseconds");
-    assert!(config_maps
-        .get("line-1-config")
-        .await
-        .unwrap()
-        .data
-        .unwrap()["socket.json"]
-        .contains("Press 2"));
+    assert!(socket_json(&config_maps).await.contains("Press 2"));
     assert!(
-        !config_maps
-            .get("line-1-config")
-            .await
-            .unwrap()
-            .data
-            .unwrap()["socket.json"]
-            .contains("ON_REPORT_PERIOD"),
+        !socket_json(&config_maps).await.contains("ON_REPORT_PERIOD"),
         "an invalid config must not be rolled out"
     );
     let fixed = json!({"spec": {"connector": {"devices": [{"address": "*:*", "deviceName": "Press 2",
@@ -625,4 +607,10 @@ async fn run_rendered_pod(
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The rendered `socket.json` of the `line-1` connector.
+async fn socket_json(config_maps: &Api<ConfigMap>) -> String {
+    let config_map = config_maps.get("line-1-config").await.unwrap();
+    config_map.data.unwrap_or_default()["socket.json"].clone()
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
-use e2e_tests::{ConnectorProcess, Mosquitto, ThingsBoardPeer};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
@@ -84,14 +84,12 @@ async fn mutual_tls_device_connections() {
     };
     let tls = json!({"certFile": write("server.crt", &pki.server_pem), "keyFile": write("server.key", &pki.server_key),
                      "clientCaFile": write("ca.crt", &pki.ca_pem)});
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "name": "TLS",
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0, "tls": tls},
         "devices": [{"address": "*:*", "deviceName": "Secure Meter", "telemetry": [{"key": "v"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let name = ServerName::try_from("localhost").unwrap();
 
     let tcp = TcpStream::connect(connector.local_addr).await.unwrap();
@@ -123,15 +121,9 @@ async fn mutual_tls_device_connections() {
 
 #[test]
 fn tls_outside_tcp_server_mode_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("socket.json");
     let bad = json!({"socket": {"type": "UDP", "tls": {"certFile": "a", "keyFile": "b"}},
                      "devices": [{"address": "*:*", "deviceName": "d"}]});
-    std::fs::write(&path, bad.to_string()).unwrap();
-    let output = std::process::Command::new(e2e_tests::connector::binary())
-        .args(["validate", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = e2e_tests::connector::validate(&bad.to_string());
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stdout)
         .contains("error: socket.tls: TLS applies to TCP server mode only"));

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
+use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
 use e2e_tests::{ConnectorProcess, Message, Mosquitto, ThingsBoardPeer, PROMPTLY};
 use serde_json::{json, Value};
@@ -79,11 +80,15 @@ async fn expect_first_data(
     vec![connect, connector_attributes]
 }
 
+/// The device of ThingsBoard's examples connects first.
+async fn expect_example_device(peer: &mut ThingsBoardPeer) {
+    expect_first_data(peer, "Device Example", "default", "TCP Connector Example").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_example_over_tcp() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&on_free_port(example("basic.json")), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&on_free_port(example("basic.json")), &[]).await;
     let since = now_ms();
     let _device = send_tcp(&connector, &[b"2345"]);
 
@@ -110,11 +115,9 @@ async fn basic_example_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn basic_example_over_udp() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let mut config = on_free_port(example("basic.json"));
     config["socket"]["type"] = json!("UDP");
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let device = UdpSocket::bind("127.0.0.1:0").unwrap();
     device.send_to(b"2345", connector.local_addr).unwrap();
 
@@ -140,19 +143,11 @@ async fn basic_example_over_udp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn old_format_example() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector =
-        ConnectorProcess::start(&on_free_port(example("old-format.json")), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&on_free_port(example("old-format.json")), &[]).await;
     connector.wait_for_log("old socket connector configuration format detected");
     let _device = send_tcp(&connector, &[b"21.5"]);
-    expect_first_data(
-        &mut peer,
-        "Device Example",
-        "default",
-        "TCP Connector Example",
-    )
-    .await;
+    expect_example_device(&mut peer).await;
     let entries = telemetry_entries(&peer.next_gateway().await);
     assert_eq!(entries[0].2, json!({"temp": "21.5"}));
 }
@@ -160,18 +155,11 @@ async fn old_format_example() {
 /// Report strategies of the advanced example: device ON_CHANGE, `temp` ON_REPORT_PERIOD 10 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn advanced_example_report_strategies() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&on_free_port(example("advanced.json")), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&on_free_port(example("advanced.json")), &[]).await;
     let _device = send_tcp(&connector, &[b"2345", b"2345", b"2399"]);
 
-    expect_first_data(
-        &mut peer,
-        "Device Example",
-        "default",
-        "TCP Connector Example",
-    )
-    .await;
+    expect_example_device(&mut peer).await;
     // First sighting: everything is forwarded.
     assert_eq!(
         peer.next_gateway().await.json(),
@@ -202,8 +190,6 @@ async fn advanced_example_report_strategies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overlapping_filters_feed_every_matching_device() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "name": "Overlap",
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
@@ -214,7 +200,7 @@ async fn overlapping_filters_feed_every_matching_device() {
             {"address": "10.1.2.3:*", "deviceName": "Elsewhere", "telemetry": [{"key": "x"}]}
         ]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let _device = send_tcp(&connector, &[b"ab"]);
     let messages = peer.until_count("v1/gateway/telemetry", 1).await;
     let connects: Vec<Value> = messages
@@ -242,13 +228,11 @@ async fn overlapping_filters_feed_every_matching_device() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unmatched_tcp_peer_is_closed_and_logged() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
         "devices": [{"address": "10.9.9.9:*", "deviceName": "Remote", "telemetry": [{"key": "t"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let mut stream = TcpStream::connect(connector.local_addr).unwrap();
     stream.set_read_timeout(Some(PROMPTLY)).unwrap();
     let _ = stream.write_all(b"data");
@@ -277,13 +261,11 @@ async fn unmatched_tcp_peer_is_closed_and_logged() {
 #[tokio::test(flavor = "multi_thread")]
 async fn many_concurrent_tcp_clients() {
     const CLIENTS: usize = 50;
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
         "devices": [{"address": "*:*", "deviceName": "Shared", "telemetry": [{"key": "id"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     // All connections open at once, then each sends its id.
     let mut streams: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| TcpStream::connect(connector.local_addr).unwrap())
@@ -309,13 +291,11 @@ async fn many_concurrent_tcp_clients() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_listener_and_filter() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "socket": {"type": "UDP", "address": "::1", "port": 0},
         "devices": [{"address": "::1:*", "deviceName": "V6", "telemetry": [{"key": "t"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     assert!(connector.local_addr.is_ipv6());
     let device = UdpSocket::bind("[::1]:0").unwrap();
     device.send_to(b"six", connector.local_addr).unwrap();
@@ -329,13 +309,11 @@ async fn ipv6_listener_and_filter() {
 #[tokio::test(flavor = "multi_thread")]
 async fn buffer_size_bounds_each_message() {
     // ThingsBoard ignores bufferSize (always 1024); here a 4-byte buffer makes 8 bytes two messages.
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let config = json!({
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0, "bufferSize": 4},
         "devices": [{"address": "*:*", "deviceName": "Small", "telemetry": [{"key": "t"}]}]
     });
-    let connector = ConnectorProcess::start(&config, broker.port());
+    let (_broker, mut peer, connector) = broker_peer_and_connector(&config, &[]).await;
     let _device = send_tcp(&connector, &[b"abcdefgh"]);
     let mut values = Vec::new();
     while values.len() < 2 {
@@ -353,9 +331,8 @@ async fn buffer_size_bounds_each_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_disconnects_devices_and_exits_cleanly() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&on_free_port(example("basic.json")), broker.port());
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&on_free_port(example("basic.json")), &[]).await;
     let _device = send_tcp(&connector, &[b"2345"]);
     peer.until_count("v1/gateway/telemetry", 1).await;
     let status = connector.terminate();

@@ -501,6 +501,19 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    pub const ALL: &'static [Self] = &[
+        Self::Utf8,
+        Self::Ascii,
+        Self::Latin1,
+        Self::Hex,
+        Self::Utf16,
+        Self::Utf16Le,
+        Self::Utf16Be,
+        Self::Utf32,
+        Self::Utf32Le,
+        Self::Utf32Be,
+    ];
+
     pub const NAMES: &'static [&'static str] = &[
         "utf-8",
         "ascii",

@@ -244,16 +244,11 @@ mod tests {
 
     #[test]
     fn encode_is_the_inverse_of_decode() {
-        for encoding in [
-            Encoding::Utf8,
-            Encoding::Latin1,
-            Encoding::Utf16,
-            Encoding::Utf16Le,
-            Encoding::Utf16Be,
-            Encoding::Utf32,
-            Encoding::Utf32Le,
-            Encoding::Utf32Be,
-        ] {
+        // ascii cannot encode é; hex is not a text encoding.
+        for &encoding in Encoding::ALL
+            .iter()
+            .filter(|e| !matches!(e, Encoding::Ascii | Encoding::Hex))
+        {
             let bytes = encode("café", encoding).unwrap();
             assert_eq!(decode(&bytes, encoding), "café", "{encoding}");
         }

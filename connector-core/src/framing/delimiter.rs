@@ -21,21 +21,13 @@ impl DelimiterDecoder {
         config: &FramingConfig,
         max: usize,
     ) -> Result<Self, (&'static str, String)> {
-        Ok(Self::new(
-            config.required_bytes("delimiter", &config.delimiter)?,
-            config.strip_delimiter.unwrap_or(true),
-            max,
-        ))
-    }
-
-    pub fn new(delimiter: Vec<u8>, strip: bool, max: usize) -> Self {
-        Self {
-            delimiter,
-            strip,
+        Ok(Self {
+            delimiter: config.required_bytes("delimiter", &config.delimiter)?,
+            strip: config.strip_delimiter.unwrap_or(true),
             max,
             searched: 0,
             discarding: false,
-        }
+        })
     }
 
     fn find(&self, buffer: &[u8]) -> Option<usize> {

@@ -24,11 +24,7 @@ impl FixedDecoder {
                 format!("must be between 1 and maxFrameLength ({max})"),
             ));
         }
-        Ok(Self::new(size))
-    }
-
-    pub fn new(size: usize) -> Self {
-        Self { size }
+        Ok(Self { size })
     }
 }
 

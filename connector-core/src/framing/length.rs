@@ -33,33 +33,15 @@ impl LengthFieldDecoder {
                 format!("must be 1, 2, 4 or 8, got {length}"),
             ));
         }
-        Ok(Self::new(
-            config.length_field_offset.unwrap_or(0),
+        Ok(Self {
+            offset: config.length_field_offset.unwrap_or(0),
             length,
-            config.byte_order.unwrap_or_default(),
-            config.length_adjustment.unwrap_or(0),
-            config.initial_bytes_to_strip.unwrap_or(0),
-            max,
-        ))
-    }
-
-    pub fn new(
-        offset: usize,
-        length: usize,
-        order: ByteOrder,
-        adjustment: i64,
-        strip: usize,
-        max: usize,
-    ) -> Self {
-        Self {
-            offset,
-            length,
-            order,
-            adjustment,
-            strip,
+            order: config.byte_order.unwrap_or_default(),
+            adjustment: config.length_adjustment.unwrap_or(0),
+            strip: config.initial_bytes_to_strip.unwrap_or(0),
             max,
             discard: 0,
-        }
+        })
     }
 
     fn field(&self, bytes: &[u8]) -> u64 {

@@ -18,15 +18,11 @@ impl MarkersDecoder {
         config: &FramingConfig,
         max: usize,
     ) -> Result<Self, (&'static str, String)> {
-        Ok(Self::new(
-            config.required_bytes("start", &config.start)?,
-            config.required_bytes("end", &config.end)?,
+        Ok(Self {
+            start: config.required_bytes("start", &config.start)?,
+            end: config.required_bytes("end", &config.end)?,
             max,
-        ))
-    }
-
-    pub fn new(start: Vec<u8>, end: Vec<u8>, max: usize) -> Self {
-        Self { start, end, max }
+        })
     }
 }
 

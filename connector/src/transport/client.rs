@@ -107,15 +107,14 @@ async fn serve_connection(
             }
         })
     });
-    super::tcp::connection(
-        stream,
+    let accepted = super::tcp::Accepted {
         peer,
         devices,
-        ingest.clone(),
-        settings.idle_timeout,
-        stop.clone(),
-    )
-    .await;
+        ingest: ingest.clone(),
+        idle_timeout: settings.idle_timeout,
+        stop: stop.clone(),
+    };
+    super::tcp::connection(stream, accepted).await;
     if let Some(poller) = poller {
         poller.abort();
     }

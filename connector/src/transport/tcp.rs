@@ -56,15 +56,20 @@ pub async fn serve(
                         continue;
                     }
                     ConnectionAccepted { peer: devices.peer_text() }.emit();
-                    let (ingest, stop) = (ingest.clone(), connection_stop.clone());
-                    let idle = limits.idle_timeout;
+                    let accepted = Accepted {
+                        peer,
+                        devices,
+                        ingest: ingest.clone(),
+                        idle_timeout: limits.idle_timeout,
+                        stop: connection_stop.clone(),
+                    };
                     match tls.clone() {
                         None => connections.spawn(async move {
-                            connection(stream, peer, devices, ingest, idle, stop).await;
+                            connection(stream, accepted).await;
                             peer.ip()
                         }),
                         Some(acceptor) => connections.spawn(async move {
-                            tls_connection(acceptor, stream, peer, devices, ingest, idle, stop).await;
+                            tls_connection(acceptor, stream, accepted).await;
                             peer.ip()
                         }),
                     };
@@ -87,19 +92,21 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-async fn tls_connection(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    peer: SocketAddr,
-    devices: PeerDevices,
-    ingest: Ingest,
-    idle_timeout: Option<Duration>,
-    stop: watch::Receiver<bool>,
-) {
+/// An accepted device connection and what serving it needs.
+pub(crate) struct Accepted {
+    pub peer: SocketAddr,
+    pub devices: PeerDevices,
+    pub ingest: Ingest,
+    pub idle_timeout: Option<Duration>,
+    pub stop: watch::Receiver<bool>,
+}
+
+async fn tls_connection(acceptor: TlsAcceptor, stream: TcpStream, accepted: Accepted) {
+    let peer = accepted.peer;
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let (reader, writer) = tokio::io::split(stream);
-            serve_connection(reader, writer, peer, devices, ingest, idle_timeout, stop).await;
+            serve_connection(reader, writer, accepted).await;
         }
         failed => {
             let detail = match failed {
@@ -116,30 +123,23 @@ async fn tls_connection(
     }
 }
 
-pub(crate) async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    devices: PeerDevices,
-    ingest: Ingest,
-    idle_timeout: Option<Duration>,
-    stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn connection(stream: TcpStream, accepted: Accepted) {
     let (reader, writer) = stream.into_split();
-    serve_connection(reader, writer, peer, devices, ingest, idle_timeout, stop).await;
+    serve_connection(reader, writer, accepted).await;
 }
 
-async fn serve_connection<R, W>(
-    mut reader: R,
-    writer: W,
-    peer: SocketAddr,
-    mut devices: PeerDevices,
-    ingest: Ingest,
-    idle_timeout: Option<Duration>,
-    mut stop: watch::Receiver<bool>,
-) where
+async fn serve_connection<R, W>(mut reader: R, writer: W, accepted: Accepted)
+where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let Accepted {
+        peer,
+        mut devices,
+        ingest,
+        idle_timeout,
+        mut stop,
+    } = accepted;
     let open = metrics().connections_open.clone();
     open.inc();
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
