@@ -2,9 +2,9 @@
 //!
 //! The pure core (config model and build, routing, framing, conversion, report strategies, gateway
 //! API payloads) is the `connector_core` crate; this crate adds the IO around it. From the wire
-//! inwards: [`transport`] (listeners, address filter, framing, `route`) → [`thingsboard::uplink`]
+//! inwards: `transport` (listeners, address filter, framing, `route`) → [`thingsboard::uplink`]
 //! (report strategies, batching) → [`queue`] → [`thingsboard::session`] (gateway API over MQTT);
-//! [`downlink`] carries attribute responses, attribute updates and RPC back to devices. [`live`]
+//! `downlink` carries attribute responses, attribute updates and RPC back to devices. `live`
 //! and [`reload`] swap the built configuration at run time; [`runtime`] wires the layers together.
 
 pub(crate) mod clock;

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the connector, served on `/metrics` by [`crate::http`].
+//! Prometheus metrics of the connector, served on `/metrics` by the `probes` crate; counted by
+//! [`crate::events`].
 //!
 //! Names follow Prometheus conventions (`socket_connector_` prefix, base units, `_total`
 //! counters). Labels are bounded: `device` takes configured device names only, never peer

@@ -1,6 +1,6 @@
 //! ThingsBoard → devices: attribute requests and their responses, shared-attribute updates and
-//! RPC. Incoming MQTT messages are parsed into typed requests ([`messages`]), decided without IO
-//! where possible, and executed against the device connections ([`DeviceLinks`]).
+//! RPC. Incoming MQTT messages are parsed into typed requests (`connector_core::downlink`), decided
+//! with the built downlink rules, and executed against the device connections ([`DeviceLinks`]).
 
 pub mod rpc;
 

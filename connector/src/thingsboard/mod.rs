@@ -1,5 +1,7 @@
-//! The ThingsBoard side: the gateway API payloads ([`api`]), the MQTT client ([`link`]), the session that sends
-//! the queue and survives reconnects ([`session`]) and the task that turns converted data into publishes ([`uplink`]).
+//! The ThingsBoard side: the MQTT client ([`link`]), the session that sends the queue and
+//! survives reconnects ([`session`]), the task that turns converted data into gateway-API
+//! publishes ([`uplink`], with the payloads of `connector_core::thingsboard::api`) and remote logs
+//! ([`remote_logs`]).
 
 pub mod link;
 pub mod remote_logs;

@@ -1,6 +1,8 @@
-//! Device-side sockets: the TCP and UDP listeners. Each read (TCP) or datagram (UDP) of up to
-//! `bufferSize` bytes is one message, as in ThingsBoard; peers are matched against the device
-//! address filters, converted, and handed to the uplink queue.
+//! Device-side sockets: the TCP and UDP listeners and client mode. Each read (TCP) or datagram
+//! (UDP) of up to `bufferSize` bytes is one message, as in ThingsBoard, unless a framer cuts the
+//! stream; peers are matched against the device address filters, each message is routed
+//! (`connector_core::route`), and its data handed to the uplink and its attribute requests to
+//! the downlink.
 
 pub mod client;
 pub mod limits;
