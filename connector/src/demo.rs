@@ -55,6 +55,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         connector_name: None,
         metrics_address: None,
         queue: Default::default(),
+        max_devices: crate::runtime::DEFAULT_MAX_DEVICES,
     };
     let connector = Connector::start(&loaded, settings).await?;
     let device_addr = connector.local_addr();

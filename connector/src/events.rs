@@ -36,6 +36,12 @@ labels!(
         BadLengthField => "bad_length_field",
         QueueFullDropOldest => "queue_full_drop_oldest",
         QueueFullDropNewest => "queue_full_drop_newest",
+        /// The disk queue could not be written (drop policies; `block` waits instead).
+        QueueUnwritable => "queue_unwritable",
+        /// One datapoint whose publish alone exceeds ThingsBoard's payload limit.
+        DatapointTooLarge => "datapoint_too_large",
+        /// A queued publish that kept breaking the MQTT session (quarantined).
+        PoisonRecord => "poison_record",
     }
 );
 
@@ -263,45 +269,137 @@ impl RemoteLogDropped {
     }
 }
 
-/// Records the full uplink queue dropped by its policy.
-pub struct QueueFullDrops {
+/// Records the uplink queue dropped by its policy: full, or its disk store not writable.
+pub struct QueueDrops {
     pub oldest: usize,
     pub newest: usize,
+    pub unwritable: usize,
     pub max_bytes: u64,
 }
 
-impl QueueFullDrops {
+impl QueueDrops {
     pub fn emit(self) {
-        if self.oldest + self.newest == 0 {
-            return;
-        }
         count_drop(DropReason::QueueFullDropOldest, self.oldest);
         count_drop(DropReason::QueueFullDropNewest, self.newest);
+        count_drop(DropReason::QueueUnwritable, self.unwritable);
+        if self.oldest + self.newest > 0 {
+            warn_throttled(
+                "queue_full",
+                format_args!(
+                    "uplink queue full ({} bytes): {} old and {} new records dropped",
+                    self.max_bytes, self.oldest, self.newest
+                ),
+            );
+        }
+        if self.unwritable > 0 {
+            warn_throttled(
+                "queue_unwritable",
+                format_args!(
+                    "disk queue not writable: {} new records dropped (queue full policy)",
+                    self.unwritable
+                ),
+            );
+        }
+    }
+}
+
+/// A datapoint that no publish below the payload limit can carry: dropped, so that it cannot hold
+/// up everything queued behind it.
+pub struct DatapointTooLarge<'a> {
+    pub too_large: &'a connector_core::thingsboard::api::TooLarge,
+    pub max_payload: usize,
+}
+
+impl DatapointTooLarge<'_> {
+    pub fn emit(self) {
+        count_drop(DropReason::DatapointTooLarge, 1);
+        error!(
+            device = %self.too_large.device,
+            key = %self.too_large.key,
+            bytes = self.too_large.bytes,
+            max_payload = self.max_payload,
+            "datapoint dropped: its publish alone exceeds ThingsBoard's payload limit (raise --max-payload-size and ThingsBoard's limit, or send less per key)"
+        );
+    }
+}
+
+/// A queued publish quarantined because the MQTT session broke every time it was sent.
+pub struct PoisonRecord<'a> {
+    pub topic: &'a str,
+    pub bytes: usize,
+    pub sessions: u32,
+}
+
+impl PoisonRecord<'_> {
+    pub fn emit(self) {
+        count_drop(DropReason::PoisonRecord, 1);
+        error!(
+            topic = self.topic,
+            bytes = self.bytes,
+            sessions = self.sessions,
+            "publish quarantined: ThingsBoard dropped the connection each time it was sent (too large for the broker, or refused); the records after it go on"
+        );
+    }
+}
+
+/// Devices disconnected and forgotten because more than `max_devices` were announced (names read
+/// from frames).
+pub struct DevicesEvicted {
+    pub count: usize,
+    pub max_devices: usize,
+}
+
+impl DevicesEvicted {
+    pub fn emit(self) {
+        metrics().devices_evicted.inc_by(self.count as u64);
         warn_throttled(
-            "queue_full",
+            "devices_evicted",
             format_args!(
-                "uplink queue full ({} bytes): {} old and {} new records dropped",
-                self.max_bytes, self.oldest, self.newest
+                "{} devices silent the longest disconnected from ThingsBoard: more than --max-devices {} were connected",
+                self.count, self.max_devices
             ),
         );
     }
 }
 
-/// The disk queue failed to write or delete records.
+/// The disk queue could be written again after a failure.
+pub struct QueueRecovered<'a> {
+    pub records: u64,
+    /// What the failure was.
+    pub reason: &'a str,
+}
+
+impl QueueRecovered<'_> {
+    pub fn emit(self) {
+        info!(
+            records = self.records,
+            failure = self.reason,
+            "disk queue writable again; resuming"
+        );
+    }
+}
+
+/// The disk queue failed to write or delete records; it is not writable until it recovers.
 pub struct QueueDiskError<'a> {
     pub records: usize,
     /// What it means for the records.
     pub consequence: &'a str,
     pub error: &'a dyn Display,
+    /// The first failure of an episode (the retries of one episode are only counted).
+    pub first: bool,
 }
 
 impl QueueDiskError<'_> {
     pub fn emit(self) {
-        metrics().queue_disk_errors.inc_by(self.records as u64);
-        warn_throttled(
-            "queue_disk_error",
-            format_args!("disk queue: {}: {}", self.consequence, self.error),
-        );
+        metrics().queue_disk_errors.inc();
+        if self.first {
+            error!(
+                records = self.records,
+                "disk queue: {}: {}; new records are held back or dropped by the full policy until writing works again (retried every second)",
+                self.consequence,
+                self.error
+            );
+        }
     }
 }
 

@@ -2,21 +2,23 @@
 //! its metrics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use connector_core::convert::ConvertedData;
 use probes::Endpoint;
 use tokio::sync::mpsc;
 
 use crate::metrics::metrics;
+use crate::queue::Queue;
 
-/// The connector's readiness: the device socket is bound, and ThingsBoard is connected or the
-/// queue still takes data.
-#[derive(Debug, Default)]
+/// The connector's readiness: the device socket is bound, the disk queue can be written, and
+/// ThingsBoard is connected or the queue still takes data.
+#[derive(Default)]
 pub struct Health {
     pub listener_bound: AtomicBool,
     pub mqtt_connected: AtomicBool,
     queue: OnceLock<mpsc::WeakSender<ConvertedData>>,
+    uplink_queue: OnceLock<Arc<Queue>>,
 }
 
 impl Health {
@@ -24,10 +26,21 @@ impl Health {
         let _ = self.queue.set(queue.downgrade());
     }
 
+    pub fn watch_uplink_queue(&self, queue: Arc<Queue>) {
+        let _ = self.uplink_queue.set(queue);
+    }
+
     /// `Ok` when ready, else the reason.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !self.listener_bound.load(Ordering::Relaxed) {
             return Err("device socket not bound");
+        }
+        if self
+            .uplink_queue
+            .get()
+            .is_some_and(|queue| queue.unwritable().is_some())
+        {
+            return Err("disk queue not writable (disk full or I/O error)");
         }
         if self.mqtt_connected.load(Ordering::Relaxed) {
             return Ok(());

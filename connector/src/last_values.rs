@@ -26,6 +26,12 @@ impl LastValues {
         }
     }
 
+    /// Forgets devices (evicted as silent).
+    pub fn forget(&self, devices: &std::collections::HashSet<Arc<str>>) {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        values.retain(|device, _| !devices.contains(device));
+    }
+
     pub fn get(&self, device: &str, key: &str) -> Option<Value> {
         let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
         values.get(device).and_then(|keys| keys.get(key)).cloned()

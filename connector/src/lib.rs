@@ -21,6 +21,7 @@ pub mod reload;
 pub mod runtime;
 pub mod simulate;
 pub(crate) mod stop;
+pub mod supervisor;
 pub mod thingsboard;
 pub mod tools;
 pub(crate) mod transport;

@@ -161,6 +161,10 @@ struct ThingsBoardArgs {
     /// MQTT keep-alive in seconds.
     #[arg(long, env = "TB_KEEP_ALIVE_SECONDS", default_value_t = 60)]
     keep_alive_seconds: u64,
+    /// Devices connected in ThingsBoard at most (devices named by their frames can be many);
+    /// beyond it the longest silent are disconnected and forgotten until they send again.
+    #[arg(long, env = "MAX_DEVICES", default_value_t = socket_connector::runtime::DEFAULT_MAX_DEVICES)]
+    max_devices: usize,
     /// Serve Prometheus `/metrics` and the `/healthz` and `/readyz` probes on this address,
     /// e.g. 0.0.0.0:9100. Off when absent.
     #[arg(long, env = "METRICS_ADDRESS")]
@@ -212,11 +216,13 @@ impl ThingsBoardArgs {
             connector_name: self.connector_name.clone(),
             metrics_address: self.metrics_address,
             queue: QueueSettings::default(),
+            max_devices: self.max_devices,
         }
     }
 }
 
-/// Exit codes: 0 stopped cleanly, 1 runtime failure, 2 invalid configuration or usage.
+/// Exit codes: 0 stopped cleanly, 1 runtime failure at start, 2 invalid configuration or usage,
+/// 70 a core task panicked (the process must be restarted).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -329,7 +335,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
     }
     let mut settings = args.thingsboard.settings();
     settings.queue = args.queue.settings();
-    let connector = match Connector::start(&loaded, settings).await {
+    let mut connector = match Connector::start(&loaded, settings).await {
         Ok(connector) => connector,
         Err(e) => {
             error!("{e:#}");
@@ -338,12 +344,16 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
         }
     };
     let (stop_reload, reload_stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(reload::watch(
-        args.config.clone(),
-        connector.reloader(),
-        reload_stop,
-    ));
-    shutdown_signal().await;
+    let watch = reload::watch(args.config.clone(), connector.reloader(), reload_stop);
+    connector.supervise("reload", watch);
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        failure = connector.failed() => {
+            error!("{failure}; exiting so that the connector is restarted");
+            eprintln!("error: {failure}");
+            return ExitCode::from(70);
+        }
+    }
     let _ = stop_reload.send(true);
     info!("stopping");
     connector

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub queue_records: IntGauge,
     pub queue_bytes: IntGauge,
     pub queue_disk_errors: IntCounter,
+    pub queue_max_bytes: IntGauge,
+    pub queue_writable: IntGauge,
     /// `result`: `applied`, `rejected`.
     pub config_reloads: IntCounterVec,
     /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`,
@@ -51,6 +53,8 @@ pub struct Metrics {
     /// `outcome`: `ok`, `error`.
     pub rpc_requests: IntCounterVec,
     pub report_suppressed: IntCounter,
+    pub devices_connected: IntGauge,
+    pub devices_evicted: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -184,12 +188,22 @@ impl Metrics {
             queue_bytes: gauge(
                 &r,
                 "socket_connector_queue_bytes",
-                "Payload bytes in the uplink queue, not yet acknowledged by ThingsBoard.",
+                "Bytes in the uplink queue not yet acknowledged by ThingsBoard, as counted against its capacity.",
             ),
             queue_disk_errors: counter(
                 &r,
                 "socket_connector_queue_disk_errors_total",
-                "Records the disk queue failed to write or delete (kept in memory).",
+                "Failed writes of the disk queue (each makes it unwritable until it recovers).",
+            ),
+            queue_max_bytes: gauge(
+                &r,
+                "socket_connector_queue_max_bytes",
+                "Capacity of the uplink queue in bytes (--queue-max-bytes).",
+            ),
+            queue_writable: gauge(
+                &r,
+                "socket_connector_queue_writable",
+                "0 while the disk queue cannot be written (disk full, I/O error), else 1.",
             ),
             config_reloads: counter_vec(
                 &r,
@@ -225,6 +239,16 @@ impl Metrics {
                 &r,
                 "socket_connector_report_strategy_suppressed_total",
                 "Datapoints held back by a report strategy.",
+            ),
+            devices_connected: gauge(
+                &r,
+                "socket_connector_devices_connected",
+                "Devices connected in ThingsBoard (announced with v1/gateway/connect).",
+            ),
+            devices_evicted: counter(
+                &r,
+                "socket_connector_devices_evicted_total",
+                "Devices disconnected and forgotten because more than --max-devices were connected.",
             ),
             registry: r,
         }

@@ -18,8 +18,9 @@ use crate::last_values::LastValues;
 use crate::live::Live;
 use crate::queue::{Queue, QueueSettings};
 use crate::reload::Reloader;
+use crate::supervisor::{Failures, Supervisor, TaskFailure};
 use crate::thingsboard::session::Session;
-use crate::thingsboard::uplink::Uplink;
+use crate::thingsboard::uplink::{Uplink, UplinkSettings};
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
 use crate::transport::limits::ConnectionLimits;
 use crate::transport::{self, client, DeviceLinks, Ingest};
@@ -39,7 +40,13 @@ pub struct GatewaySettings {
     pub metrics_address: Option<SocketAddr>,
     /// The uplink queue between conversion and ThingsBoard.
     pub queue: QueueSettings,
+    /// Devices connected in ThingsBoard at most (names read from frames can be many); the longest
+    /// silent are disconnected beyond it.
+    pub max_devices: usize,
 }
+
+/// Default of [`GatewaySettings::max_devices`].
+pub const DEFAULT_MAX_DEVICES: usize = 10_000;
 
 /// Name used when neither the config nor the settings give one.
 pub const DEFAULT_CONNECTOR_NAME: &str = "Socket Connector";
@@ -57,6 +64,8 @@ pub struct Connector {
     link: JoinHandle<()>,
     reloader: Reloader,
     queue: Arc<Queue>,
+    supervisor: Supervisor,
+    failures: Failures,
 }
 
 impl Connector {
@@ -79,18 +88,25 @@ impl Connector {
 
         // First, so that a queue directory another process holds fails the start.
         let uplink_queue = Queue::open(settings.queue.clone())?;
+        let (supervisor, failures) = Supervisor::new();
         let (stop, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         if let Some(address) = settings.metrics_address {
             let listener = probes::bind(address)
                 .await
                 .with_context(|| format!("cannot serve metrics on {address}"))?;
-            tokio::spawn(probes::serve(listener, health.clone(), stop_rx.clone()));
+            let serve = probes::serve(listener, health.clone(), stop_rx.clone());
+            supervisor.spawn("probes", serve);
         }
         let (queue, queue_rx) = mpsc::channel(QUEUE_CAPACITY);
         let (requests, requests_rx) = mpsc::channel(ATTRIBUTE_REQUEST_CAPACITY);
         health.watch_queue(&queue);
-        let links = Arc::new(DeviceLinks::new(socket.kind, config.devices.len()));
+        health.watch_uplink_queue(uplink_queue.clone());
+        let links = Arc::new(DeviceLinks::new(
+            socket.kind,
+            config.devices.len(),
+            settings.max_devices,
+        ));
         let limits = ConnectionLimits::from_config(socket);
         let ingest = Ingest {
             live: live.clone(),
@@ -106,10 +122,8 @@ impl Connector {
                     plan: plan.clone(),
                     idle_timeout: limits.idle_timeout,
                 };
-                (
-                    tokio::spawn(client::run(settings, ingest, stop_rx.clone())),
-                    address,
-                )
+                let client = client::run(settings, ingest, stop_rx.clone());
+                (supervisor.spawn("listener", client), address)
             }
             (SocketKind::Tcp, None) => {
                 let tls = match &socket.tls {
@@ -124,7 +138,7 @@ impl Connector {
                     listen(address).with_context(|| format!("cannot listen on TCP {address}"))?;
                 let local = listener.local_addr()?;
                 let serve = transport::tcp::serve(listener, ingest, tls, limits, stop_rx.clone());
-                (tokio::spawn(serve), local)
+                (supervisor.spawn("listener", serve), local)
             }
             (SocketKind::Udp, _) => {
                 let udp = UdpSocket::bind(address)
@@ -132,7 +146,7 @@ impl Connector {
                     .with_context(|| format!("cannot bind UDP {address}"))?;
                 let local = udp.local_addr()?;
                 let serve = transport::udp::serve(Arc::new(udp), ingest, stop_rx.clone());
-                (tokio::spawn(serve), local)
+                (supervisor.spawn("listener", serve), local)
             }
         };
         health.listener_bound.store(true, Ordering::Relaxed);
@@ -157,7 +171,7 @@ impl Connector {
             health,
             stop: stop_rx,
         };
-        let link = tokio::spawn(session.run());
+        let link = supervisor.spawn("session", session.run());
         let last_values = Arc::new(LastValues::default());
         let downlink = Downlink::new(DownlinkContext {
             publisher: publisher.clone(),
@@ -166,27 +180,31 @@ impl Connector {
             last_values: last_values.clone(),
             limits,
         });
-        tokio::spawn(downlink.run(downlink_rx, requests_rx));
+        supervisor.spawn("downlink", downlink.run(downlink_rx, requests_rx));
         if let Some(logs) = crate::logging::remote::take() {
-            tokio::spawn(remote_logs::run(
+            let remote_logs = remote_logs::run(
                 publisher,
                 settings.mqtt.qos,
                 connector_name.clone(),
                 settings.mqtt.max_payload,
                 logs,
                 stop.subscribe(),
-            ));
+            );
+            supervisor.spawn("remote logs", remote_logs);
         }
         let uplink_queue_handle = uplink_queue.clone();
         let uplink = Uplink::new(
             uplink_queue,
-            settings.mqtt.max_payload,
-            connector_name,
-            settings.report_strategy,
+            UplinkSettings {
+                max_payload: settings.mqtt.max_payload,
+                connector_name,
+                report_strategy: settings.report_strategy,
+                max_devices: settings.max_devices,
+            },
             last_values,
             limits_rx,
         );
-        let uplink = tokio::spawn(uplink.run(queue_rx));
+        let uplink = supervisor.spawn("uplink", uplink.run(queue_rx));
         Ok(Self {
             local_addr,
             stop,
@@ -195,7 +213,23 @@ impl Connector {
             link,
             reloader: Reloader::new(live, links),
             queue: uplink_queue_handle,
+            supervisor,
+            failures,
         })
+    }
+
+    /// Spawns another core task under the connector's supervision.
+    pub fn supervise<F>(&self, task: &'static str, future: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.supervisor.spawn(task, future);
+    }
+
+    /// Resolves when a core task has panicked: the connector no longer moves data and the
+    /// process should end with a failure.
+    pub async fn failed(&mut self) -> TaskFailure {
+        self.failures.next().await
     }
 
     /// Applies new configurations to the running connector (hot reload).

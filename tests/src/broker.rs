@@ -13,16 +13,24 @@ pub struct Mosquitto {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// Lines added to the broker's configuration.
+    extra: Vec<String>,
 }
 
 impl Mosquitto {
     /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra `mosquitto.conf` lines (e.g. `max_packet_size 65536`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut broker = Self {
             port: crate::free_port(),
             dir,
             child: None,
+            extra: extra.iter().map(|line| (*line).to_owned()).collect(),
         };
         broker.launch();
         broker
@@ -69,15 +77,16 @@ impl Mosquitto {
 
     fn launch(&mut self) {
         let config = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
-                self.port
-            ),
-        )
-        .expect("write mosquitto.conf");
+        let mut text = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+            self.port
+        );
+        for line in &self.extra {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(&config, text).expect("write mosquitto.conf");
         let mut child = Command::new(binary())
             .arg("-c")
             .arg(&config)

@@ -108,6 +108,22 @@ async fn start_end_markers_in_udp_datagrams() {
     );
 }
 
+/// A bad frame in a datagram is logged and dropped, and the datagrams after it still arrive
+/// (the tests run a debug build, where the old `now - i64::MIN` of the log throttle panicked).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_udp_frame_is_logged_and_the_next_datagram_arrives() {
+    let framing = json!({"type": "delimiter", "delimiter": "\\n", "maxFrameLength": 4});
+    let (_broker, mut peer, connector) =
+        broker_peer_and_connector(&config("UDP", framing, "utf-8"), &[]).await;
+    let device = UdpSocket::bind("127.0.0.1:0").unwrap();
+    device
+        .send_to(b"much too long\n", connector.local_addr)
+        .unwrap();
+    connector.wait_for_log("frame dropped");
+    device.send_to(b"ok\n", connector.local_addr).unwrap();
+    assert_eq!(frames(&mut peer, 1).await, [json!("ok")]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_frames_are_dropped_or_close_the_connection() {
     let resync = json!({"type": "delimiter", "delimiter": "\\n", "maxFrameLength": 4});

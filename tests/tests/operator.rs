@@ -367,7 +367,7 @@ async fn operator_on_a_real_api_server() {
 
     // --- A child the API server refuses (a claim's storage class cannot change) degrades the
     // connector with the server's message instead of failing silently; undoing it heals it.
-    let queue = |class: &str| json!({"spec": {"queue": {"persistence": {"size": "1Gi", "storageClassName": class}}}});
+    let queue = |class: &str| json!({"spec": {"queue": {"maxBytes": 536870912, "persistence": {"size": "1Gi", "storageClassName": class}}}});
     merge(&api, &queue("fast")).await;
     let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         Api::namespaced(client.clone(), ns);

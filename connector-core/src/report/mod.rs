@@ -198,6 +198,11 @@ impl ReportFilter {
         self.records.retain(|_, record| !record.expired(now_ms));
     }
 
+    /// Forgets what is remembered of these devices.
+    pub fn forget_devices(&mut self, devices: &std::collections::HashSet<Arc<str>>) {
+        self.records.retain(|key, _| !devices.contains(&key.device));
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }

@@ -111,36 +111,173 @@ impl UplinkBatch {
         self.devices.values().map(|d| &d.identity)
     }
 
-    /// `v1/gateway/attributes` payloads: `{"Device A":{"k":"v"},"Device B":{...}}`.
-    pub fn attributes_payloads(&self, max_payload: usize) -> Vec<Vec<u8>> {
-        let fragments = self.devices.iter().flat_map(|(name, data)| {
-            data.attributes
+    /// `v1/gateway/attributes` publishes: `{"Device A":{"k":"v"},"Device B":{...}}`.
+    pub fn attributes_packed(&self, max_payload: usize) -> Packed {
+        let devices = self
+            .devices
+            .iter()
+            .map(|(name, data)| (&**name, &data.attributes));
+        pack_attributes(devices, max_payload)
+    }
+
+    /// `v1/gateway/telemetry` publishes: `{"Device A":[{"ts":1,"values":{"k":"v"}}]}`.
+    pub fn telemetry_packed(&self, max_payload: usize) -> Packed {
+        let entries = self.devices.iter().flat_map(|(name, data)| {
+            data.telemetry
                 .iter()
-                .map(move |(key, value)| (&**name, format!("{}:{}", quote(key), value), 1))
+                .map(move |(ts, values)| (&**name, *ts, values))
         });
-        pack(fragments, ('{', '}'), max_payload)
-            .into_iter()
-            .map(|(payload, _)| payload)
-            .collect()
+        pack_telemetry(entries, max_payload)
     }
 
-    /// `v1/gateway/telemetry` payloads: `{"Device A":[{"ts":1,"values":{"k":"v"}}]}`.
+    /// The attribute payloads only (what does not fit is left out).
+    pub fn attributes_payloads(&self, max_payload: usize) -> Vec<Vec<u8>> {
+        self.attributes_packed(max_payload).into_payloads()
+    }
+
+    /// The telemetry payloads only (what does not fit is left out).
     pub fn telemetry_payloads(&self, max_payload: usize) -> Vec<Vec<u8>> {
-        self.telemetry_packs(max_payload)
+        self.telemetry_packed(max_payload).into_payloads()
+    }
+}
+
+/// Publishes packed below a payload limit, and the datapoints no publish can carry.
+#[derive(Debug, Default, PartialEq)]
+pub struct Packed {
+    /// Each payload with the datapoints it carries.
+    pub payloads: Vec<(Vec<u8>, usize)>,
+    pub too_large: Vec<TooLarge>,
+}
+
+impl Packed {
+    fn into_payloads(self) -> Vec<Vec<u8>> {
+        self.payloads
             .into_iter()
             .map(|(payload, _)| payload)
             .collect()
     }
+}
 
-    /// [`Self::telemetry_payloads`] with the number of datapoints in each.
-    pub fn telemetry_packs(&self, max_payload: usize) -> Vec<(Vec<u8>, usize)> {
-        let fragments = self.devices.iter().flat_map(|(name, data)| {
-            data.telemetry.iter().map(move |(ts, values)| {
-                let entry = json!({"ts": ts, "values": values});
-                (&**name, entry.to_string(), values.len())
-            })
-        });
-        pack(fragments, ('[', ']'), max_payload)
+/// One datapoint whose publish alone exceeds the payload limit: it cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooLarge {
+    pub device: String,
+    pub key: String,
+    /// Bytes of the smallest publish that would carry it.
+    pub bytes: usize,
+}
+
+/// Gateway-API data topics whose payloads can be packed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataTopic {
+    Telemetry,
+    Attributes,
+}
+
+/// Splits a payload packed earlier (under a larger limit) below `max_payload`, by devices,
+/// entries and keys as needed.
+pub fn repack(topic: DataTopic, payload: &[u8], max_payload: usize) -> Result<Packed, String> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| format!("not a gateway-API payload: {e}"))?;
+    let Value::Object(devices) = value else {
+        return Err("not a gateway-API payload: not an object".to_owned());
+    };
+    match topic {
+        DataTopic::Attributes => {
+            let mut attributes = Vec::new();
+            for (device, values) in &devices {
+                let Value::Object(values) = values else {
+                    return Err(format!("attributes of {device:?} are not an object"));
+                };
+                attributes.push((device.as_str(), values));
+            }
+            Ok(pack_attributes(attributes.into_iter(), max_payload))
+        }
+        DataTopic::Telemetry => {
+            let mut entries = Vec::new();
+            for (device, list) in &devices {
+                let Value::Array(list) = list else {
+                    return Err(format!("telemetry of {device:?} is not a list"));
+                };
+                for entry in list {
+                    let (Some(ts), Some(Value::Object(values))) =
+                        (entry.get("ts").and_then(Value::as_i64), entry.get("values"))
+                    else {
+                        return Err(format!(
+                            "a telemetry entry of {device:?} has no ts or values"
+                        ));
+                    };
+                    entries.push((device.as_str(), ts, values));
+                }
+            }
+            Ok(pack_telemetry(entries.into_iter(), max_payload))
+        }
+    }
+}
+
+/// Bytes a publish of one fragment needs around it: `{"<device>":<open>` and `<close>}`.
+fn envelope(device_key: &str) -> usize {
+    device_key.len() + 5
+}
+
+fn pack_attributes<'a>(
+    devices: impl Iterator<Item = (&'a str, &'a Map<String, Value>)>,
+    max_payload: usize,
+) -> Packed {
+    let mut too_large = Vec::new();
+    let mut fragments = Vec::new();
+    for (device, values) in devices {
+        let room = max_payload.saturating_sub(envelope(&quote(device)));
+        for (key, value) in values {
+            let fragment = format!("{}:{}", quote(key), value);
+            if fragment.len() > room {
+                too_large.push(TooLarge {
+                    device: device.to_owned(),
+                    key: key.clone(),
+                    bytes: fragment.len() + envelope(&quote(device)),
+                });
+                continue;
+            }
+            fragments.push((device, fragment, 1));
+        }
+    }
+    Packed {
+        payloads: pack(fragments.into_iter(), ('{', '}'), max_payload),
+        too_large,
+    }
+}
+
+/// Telemetry entries `(device, ts, values)`; an entry too large for one publish is split into one
+/// entry per key with the same ts.
+fn pack_telemetry<'a>(
+    entries: impl Iterator<Item = (&'a str, i64, &'a Map<String, Value>)>,
+    max_payload: usize,
+) -> Packed {
+    let mut too_large = Vec::new();
+    let mut fragments = Vec::new();
+    for (device, ts, values) in entries {
+        let room = max_payload.saturating_sub(envelope(&quote(device)));
+        let whole = json!({"ts": ts, "values": values}).to_string();
+        if whole.len() <= room {
+            fragments.push((device, whole, values.len()));
+            continue;
+        }
+        for (key, value) in values {
+            let single = json!({"ts": ts, "values": {key: value}}).to_string();
+            if single.len() > room {
+                too_large.push(TooLarge {
+                    device: device.to_owned(),
+                    key: key.clone(),
+                    bytes: single.len() + envelope(&quote(device)),
+                });
+                continue;
+            }
+            fragments.push((device, single, 1));
+        }
+    }
+    Packed {
+        payloads: pack(fragments.into_iter(), ('[', ']'), max_payload),
+        too_large,
     }
 }
 
@@ -149,8 +286,8 @@ fn quote(text: &str) -> String {
 }
 
 /// Packs `(device, fragment, datapoints)` into `{"device":<open>fragment,fragment<close>,...}` payloads of
-/// at most `max_payload` bytes. Consecutive fragments of a device share its entry; a fragment too
-/// large for any payload still goes alone (ThingsBoard then rejects that one message, not the rest).
+/// at most `max_payload` bytes. Consecutive fragments of a device share its entry. Every fragment
+/// fits a payload of its own (the callers leave out the ones that do not).
 fn pack<'a>(
     fragments: impl Iterator<Item = (&'a str, String, usize)>,
     (open, close): (char, char),
@@ -175,7 +312,7 @@ fn pack<'a>(
             current.push(close);
             current.push('}');
             payloads.push((
-                std::mem::take(&mut current).into_bytes(),
+                exact(std::mem::take(&mut current)),
                 std::mem::take(&mut current_datapoints),
             ));
             current_device = None;
@@ -201,9 +338,17 @@ fn pack<'a>(
     if !current.is_empty() {
         current.push(close);
         current.push('}');
-        payloads.push((current.into_bytes(), current_datapoints));
+        payloads.push((exact(current), current_datapoints));
     }
     payloads
+}
+
+/// The payload's bytes without the spare capacity the string grew (up to twice its length):
+/// queued payloads are held for as long as ThingsBoard is away, and the queue counts lengths.
+fn exact(payload: String) -> Vec<u8> {
+    let mut bytes = payload.into_bytes();
+    bytes.shrink_to_fit();
+    bytes
 }
 
 #[cfg(test)]
@@ -300,6 +445,92 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_too_large_is_split_by_keys_and_a_key_too_large_is_left_out() {
+        let dev = device("D");
+        let mut batch = UplinkBatch::new();
+        let big = "x".repeat(60);
+        let huge = "y".repeat(200);
+        batch.add(data(
+            &dev,
+            7,
+            &[("a", &big), ("b", &big), ("c", &huge)],
+            &[("small", "1"), ("blob", &huge)],
+        ));
+        let telemetry = batch.telemetry_packed(120);
+        assert_eq!(
+            telemetry.payloads.iter().map(|(_, n)| n).sum::<usize>(),
+            2,
+            "a and b go one by one"
+        );
+        for (payload, _) in &telemetry.payloads {
+            assert!(payload.len() <= 120, "{} bytes", payload.len());
+            let value: Value = serde_json::from_slice(payload).unwrap();
+            assert_eq!(value["D"][0]["ts"], 7, "the split keeps the timestamp");
+        }
+        assert_eq!(telemetry.too_large.len(), 1);
+        assert_eq!(
+            (
+                telemetry.too_large[0].device.as_str(),
+                telemetry.too_large[0].key.as_str()
+            ),
+            ("D", "c")
+        );
+        assert!(telemetry.too_large[0].bytes > 200);
+        let attributes = batch.attributes_packed(120);
+        assert_eq!(text(attributes.into_payloads()), [r#"{"D":{"small":"1"}}"#]);
+        assert_eq!(batch.attributes_packed(120).too_large[0].key, "blob");
+    }
+
+    #[test]
+    fn repack_splits_a_payload_packed_under_a_larger_limit() {
+        let mut batch = UplinkBatch::new();
+        for (i, name) in ["A", "B", "C"].iter().enumerate() {
+            batch.add(data(
+                &device(name),
+                i as i64,
+                &[("t", "12345"), ("h", "6789")],
+                &[("a", "1")],
+            ));
+        }
+        let telemetry = batch.telemetry_payloads(usize::MAX).remove(0);
+        let repacked = repack(DataTopic::Telemetry, &telemetry, 60).unwrap();
+        assert!(repacked.payloads.len() > 1);
+        assert!(repacked.too_large.is_empty());
+        // Every datapoint survives the split, with its device and ts.
+        let mut points = Vec::new();
+        for (payload, count) in &repacked.payloads {
+            assert!(payload.len() <= 60);
+            let value: Value = serde_json::from_slice(payload).unwrap();
+            let mut counted = 0;
+            for (device, entries) in value.as_object().unwrap() {
+                for entry in entries.as_array().unwrap() {
+                    for (key, v) in entry["values"].as_object().unwrap() {
+                        points.push((
+                            device.clone(),
+                            entry["ts"].as_i64().unwrap(),
+                            key.clone(),
+                            v.clone(),
+                        ));
+                        counted += 1;
+                    }
+                }
+            }
+            assert_eq!(counted, *count);
+        }
+        assert_eq!(points.len(), 6);
+        assert!(points.contains(&("C".to_owned(), 2, "h".to_owned(), json!("6789"))));
+        let attributes = batch.attributes_payloads(usize::MAX).remove(0);
+        assert_eq!(
+            repack(DataTopic::Attributes, &attributes, 20)
+                .unwrap()
+                .payloads
+                .len(),
+            3
+        );
+        assert!(repack(DataTopic::Telemetry, b"[1]", 60).is_err());
+    }
+
+    #[test]
     fn empty_batch_publishes_nothing() {
         let mut batch = UplinkBatch::new();
         batch.add(data(&device("A"), 1, &[], &[]));
@@ -328,8 +559,8 @@ mod tests {
     }
 
     proptest! {
-        /// Splitting never loses, duplicates or reorders an entry, and respects the size limit
-        /// whenever a single entry fits.
+        /// Splitting never loses, duplicates or reorders an entry and always respects the size
+        /// limit; an entry that fits no payload is reported, not sent.
         #[test]
         fn packing_preserves_entries(
             messages in proptest::collection::vec((0usize..4, "[a-z]{0,30}"), 1..60),
@@ -340,15 +571,11 @@ mod tests {
             for (ts, (dev, value)) in messages.iter().enumerate() {
                 batch.add(data(&devices[*dev], ts as i64, &[("v", value.as_str())], &[]));
             }
-            let payloads = batch.telemetry_payloads(max);
+            let packed = batch.telemetry_packed(max);
             let mut seen: Vec<(String, i64, String)> = Vec::new();
-            for payload in &payloads {
+            for (payload, _) in &packed.payloads {
                 let object: Map<String, Value> = serde_json::from_slice(payload).unwrap();
-                let entries: usize = object.values().map(|e| e.as_array().unwrap().len()).sum();
-                prop_assert!(
-                    payload.len() <= max || entries == 1,
-                    "{} bytes > {max} with {entries} entries", payload.len()
-                );
+                prop_assert!(payload.len() <= max, "{} bytes > {max}", payload.len());
                 for (name, entries) in object {
                     for entry in entries.as_array().unwrap() {
                         seen.push((name.clone(), entry["ts"].as_i64().unwrap(), entry["values"]["v"].as_str().unwrap().to_owned()));
@@ -359,7 +586,12 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(ts, (dev, value))| (format!("dev{dev}"), ts as i64, value.clone()))
+                .filter(|(dev, ts, value)| {
+                    let alone = json!({dev.as_str(): [{"ts": ts, "values": {"v": value}}]});
+                    alone.to_string().len() <= max
+                })
                 .collect();
+            prop_assert_eq!(packed.too_large.len(), messages.len() - expected.len());
             // Per device, order is arrival order; across devices, grouping by device is allowed.
             expected.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut sorted = seen.clone();

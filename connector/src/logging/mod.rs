@@ -36,8 +36,11 @@ pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
         _ if level == LevelFilter::OFF => EnvFilter::new("off"),
-        // rumqttd (the demo broker) logs client disconnects as errors.
-        _ => EnvFilter::new(format!("warn,rumqttd=off,socket_connector={level}")),
+        // rumqttd (the demo broker) logs client disconnects as errors; fjall logs a failed disk
+        // write at every retry, which the queue reports once per episode itself.
+        _ => EnvFilter::new(format!(
+            "warn,rumqttd=off,fjall=off,lsm_tree=off,socket_connector={level}"
+        )),
     };
     let output = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
@@ -54,6 +57,20 @@ pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
         .with(output)
         .with(remote::layer(remote_logging))
         .try_init();
+    // Panics become log records (JSON in Kubernetes), with where they happened.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, "panic: {message}");
+    }));
 }
 
 /// Warnings of one kind (and one peer) are logged at most once per this interval.

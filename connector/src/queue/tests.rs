@@ -11,6 +11,11 @@ fn telemetry(payloads: &[&str]) -> Vec<Outbound> {
         .collect()
 }
 
+/// A memory queue's capacity for `bytes` of payload in `records` records.
+fn capacity(bytes: u64, records: u64) -> u64 {
+    bytes + records * MEMORY_RECORD_OVERHEAD
+}
+
 fn payloads(records: &[Record]) -> Vec<String> {
     records
         .iter()
@@ -27,7 +32,7 @@ async fn records_leave_only_when_acknowledged_and_come_back_after_a_lost_session
     assert_eq!(payloads(&queue.take_unsent(10)), ["c"]);
     assert!(queue.take_unsent(10).is_empty());
     queue.ack(sent[0].id);
-    assert_eq!(queue.depth(), (2, 2));
+    assert_eq!(queue.depth(), (2, capacity(2, 2)));
     // Session lost before "b" and "c" were acknowledged: both are sent again, in order.
     queue.rewind();
     assert_eq!(payloads(&queue.take_unsent(10)), ["b", "c"]);
@@ -57,7 +62,7 @@ async fn out_of_order_acks_keep_older_records_until_they_are_acknowledged() {
 
 #[tokio::test]
 async fn drop_newest_keeps_the_queue_and_counts_the_new_records() {
-    let queue = Queue::in_memory(4, FullPolicy::DropNewest);
+    let queue = Queue::in_memory(capacity(4, 2), FullPolicy::DropNewest);
     let pushed = queue.push(telemetry(&["aa", "bb", "cc"])).await;
     assert_eq!(pushed.accepted, 2);
     assert_eq!(pushed.dropped_new, 1);
@@ -66,10 +71,10 @@ async fn drop_newest_keeps_the_queue_and_counts_the_new_records() {
 
 #[tokio::test]
 async fn drop_newest_keeps_dropping_until_a_record_left() {
-    let queue = Queue::in_memory(5, FullPolicy::DropNewest);
+    let queue = Queue::in_memory(capacity(5, 3), FullPolicy::DropNewest);
     let pushed = queue.push(telemetry(&["aa", "bb", "cc"])).await;
     assert_eq!((pushed.accepted, pushed.dropped_new), (2, 1));
-    // "d" would fit in the one byte left, but it is newer than the dropped "cc".
+    // "d" would fit in the room left, but it is newer than the dropped "cc".
     let pushed = queue.push(telemetry(&["d"])).await;
     assert_eq!((pushed.accepted, pushed.dropped_new), (0, 1));
     let sent = queue.take_unsent(1);
@@ -82,7 +87,7 @@ async fn drop_newest_keeps_dropping_until_a_record_left() {
 
 #[tokio::test]
 async fn drop_oldest_makes_room_for_new_records() {
-    let queue = Queue::in_memory(4, FullPolicy::DropOldest);
+    let queue = Queue::in_memory(capacity(4, 2), FullPolicy::DropOldest);
     queue.push(telemetry(&["aa", "bb"])).await;
     let pushed = queue.push(telemetry(&["cc"])).await;
     assert_eq!((pushed.accepted, pushed.dropped_old), (1, 1));
@@ -96,7 +101,7 @@ async fn drop_oldest_makes_room_for_new_records() {
 
 #[tokio::test]
 async fn block_waits_for_room_and_then_accepts() {
-    let queue = Queue::in_memory(4, FullPolicy::Block);
+    let queue = Queue::in_memory(capacity(4, 2), FullPolicy::Block);
     queue.push(telemetry(&["aa", "bb"])).await;
     let pusher = {
         let queue = queue.clone();

@@ -48,7 +48,7 @@ fn restart_only_settings_are_reported() {
 #[test]
 fn apply_swaps_the_device_table_and_keeps_downlink_targets_by_name() {
     let live = Arc::new(Live::new(&loaded(&format!("{A},{B}"))));
-    let links = Arc::new(DeviceLinks::new(SocketKind::Udp, 2));
+    let links = Arc::new(DeviceLinks::new(SocketKind::Udp, 2, 100));
     let peer_a: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
     let peer_b: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
     links.seen(&[0], peer_a);
@@ -71,7 +71,7 @@ fn apply_swaps_the_device_table_and_keeps_downlink_targets_by_name() {
 #[test]
 fn names_read_from_frames_follow_their_device_across_a_reload() {
     let live = Arc::new(Live::new(&loaded(&format!("{A},{B}"))));
-    let links = Arc::new(DeviceLinks::new(SocketKind::Tcp, 2));
+    let links = Arc::new(DeviceLinks::new(SocketKind::Tcp, 2, 100));
     let peer: SocketAddr = "10.0.0.1:4001".parse().expect("addr");
     links.seen_dynamic(&Arc::from("B-17"), 1, peer);
     links.seen_dynamic(&Arc::from("A-3"), 0, peer);
@@ -95,7 +95,10 @@ fn an_invalid_or_unchanged_file_keeps_the_running_configuration() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("socket.json");
     let live = Arc::new(Live::new(&loaded(A)));
-    let reloader = Reloader::new(live.clone(), Arc::new(DeviceLinks::new(SocketKind::Tcp, 1)));
+    let reloader = Reloader::new(
+        live.clone(),
+        Arc::new(DeviceLinks::new(SocketKind::Tcp, 1, 100)),
+    );
     std::fs::write(
         &path,
         r#"{"socket": {"port": "not a port"}, "devices": []}"#,

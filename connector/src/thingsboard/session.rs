@@ -23,10 +23,11 @@ use tracing::{debug, info, trace, warn};
 
 use super::link::{explain, jitter, BACKOFF_MAX, BACKOFF_START};
 use super::MqttSettings;
+use crate::events::{DatapointTooLarge, PoisonRecord};
 use crate::http::Health;
 use crate::metrics::metrics;
 use crate::queue::{Queue, Record, Topic};
-use connector_core::thingsboard::api::topic;
+use connector_core::thingsboard::api::{repack, topic, DataTopic, Packed};
 use connector_core::thingsboard::limits::{RateLimiter, SessionLimits};
 
 /// What the downlink task hears from the MQTT session.
@@ -118,8 +119,16 @@ impl Publisher {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sent {
     Record(u64),
+    /// One of the publishes a record was split into (it was queued under a larger payload
+    /// limit); the record is acknowledged when all its parts are.
+    Part(u64),
     Direct,
 }
+
+/// Sessions in a row that broke while the same record was the oldest one in flight before it is
+/// quarantined. A broker that refuses a publish (too large for it, say) drops the connection
+/// after acknowledging everything before it, so that record stays at the head.
+const POISON_SESSIONS: u32 = 5;
 
 pub struct Session {
     pub client: AsyncClient,
@@ -141,7 +150,13 @@ struct Flight {
     /// Taken from the queue, waiting for the rate limiter.
     ready: VecDeque<Record>,
     /// Devices connected in ThingsBoard, announced again on every new session.
-    announced: IndexMap<String, Bytes>,
+    announced: IndexMap<Arc<str>, Bytes>,
+    /// Parts of split records not yet acknowledged.
+    parts: HashMap<u64, u32>,
+    /// Largest payload ThingsBoard takes now (its session limits, else the configured size).
+    max_payload: usize,
+    /// The record that was the oldest in flight when sessions broke, and how many in a row.
+    suspect: Option<(u64, u32)>,
     message_rate: RateLimiter,
     telemetry_rate: RateLimiter,
     datapoint_rate: RateLimiter,
@@ -177,7 +192,11 @@ impl Flight {
         wait
     }
 
-    fn apply(&mut self, limits: &SessionLimits) {
+    fn apply(&mut self, limits: &SessionLimits, configured_max_payload: usize) {
+        self.max_payload = limits
+            .max_payload
+            .unwrap_or(configured_max_payload)
+            .min(super::link::MAX_PAYLOAD);
         let now = self.started.elapsed();
         self.message_rate = RateLimiter::new(&limits.messages, now);
         self.telemetry_rate = RateLimiter::new(&limits.telemetry_messages, now);
@@ -186,24 +205,30 @@ impl Flight {
 
     /// Remembers which devices ThingsBoard knows, from the connect and disconnect records sent.
     fn track_device(&mut self, record: &Record) {
-        let device = || {
-            serde_json::from_slice::<serde_json::Value>(&record.payload)
-                .ok()
-                .and_then(|value| value.get("device")?.as_str().map(str::to_owned))
+        let Some(name) = &record.device else {
+            return;
         };
         match record.topic {
             Topic::Connect => {
-                if let Some(name) = device() {
-                    self.announced.insert(name, record.payload.clone());
-                }
+                self.announced.insert(name.clone(), record.payload.clone());
             }
             Topic::Disconnect => {
-                if let Some(name) = device() {
-                    self.announced.shift_remove(&name);
-                }
+                self.announced.shift_remove(name);
             }
             _ => {}
         }
+    }
+
+    /// The oldest record in flight, if any.
+    fn oldest_record(&self) -> Option<u64> {
+        self.unnumbered
+            .iter()
+            .chain(self.inflight.values().map(|(sent, _)| sent))
+            .filter_map(|sent| match sent {
+                Sent::Record(id) | Sent::Part(id) => Some(*id),
+                Sent::Direct => None,
+            })
+            .min()
     }
 }
 
@@ -217,6 +242,9 @@ impl Session {
             inflight: HashMap::new(),
             ready: VecDeque::new(),
             announced: IndexMap::new(),
+            parts: HashMap::new(),
+            max_payload: self.settings.max_payload,
+            suspect: None,
             message_rate: RateLimiter::default(),
             telemetry_rate: RateLimiter::default(),
             datapoint_rate: RateLimiter::default(),
@@ -272,7 +300,7 @@ impl Session {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
                         if let Some(sent) = flight.unnumbered.pop_front() {
                             if pkid == 0 {
-                                self.acknowledged(sent, Instant::now());
+                                self.acknowledged(&mut flight, sent, Instant::now());
                             } else {
                                 flight.inflight.insert(pkid, (sent, Instant::now()));
                             }
@@ -280,7 +308,7 @@ impl Session {
                     }
                     Ok(Event::Incoming(Incoming::PubAck(ack))) => {
                         if let Some((sent, at)) = flight.inflight.remove(&ack.pkid) {
-                            self.acknowledged(sent, at);
+                            self.acknowledged(&mut flight, sent, at);
                         }
                     }
                     Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -295,7 +323,7 @@ impl Session {
                     }
                     Ok(event) => trace!(?event, "mqtt"),
                     Err(error) => {
-                        self.session_lost(&mut flight);
+                        self.session_lost(&mut flight, connected);
                         if connected {
                             connected = false;
                             self.health.mqtt_connected.store(false, Ordering::Relaxed);
@@ -340,8 +368,7 @@ impl Session {
                             break;
                         }
                         flight.track_device(&record);
-                        let id = record.id;
-                        submit(&self.client, &mut flight, record.topic.name(), self.settings.qos, record.payload, Sent::Record(id)).await;
+                        send_record(&self.client, &self.queue, self.settings.qos, &mut flight, record).await;
                     }
                 }
                 _ = tick(&mut sync) => self.queue.sync(),
@@ -354,8 +381,73 @@ impl Session {
     fn apply_limits(&mut self, flight: &mut Flight) {
         if self.limits.has_changed().unwrap_or(false) {
             let limits = self.limits.borrow_and_update().clone();
-            flight.apply(&limits);
+            flight.apply(&limits, self.settings.max_payload);
         }
+    }
+}
+
+/// Publishes a record, split into parts when it was queued under a larger payload limit
+/// than ThingsBoard takes now. What cannot be sent at all leaves the queue, counted.
+async fn send_record(
+    client: &AsyncClient,
+    queue: &Queue,
+    qos: QoS,
+    flight: &mut Flight,
+    record: Record,
+) {
+    let topic = record.topic.name();
+    let data_topic = match record.topic {
+        Topic::Telemetry => Some(DataTopic::Telemetry),
+        Topic::Attributes => Some(DataTopic::Attributes),
+        Topic::Connect | Topic::Disconnect => None,
+    };
+    let too_large = record.payload.len() > flight.max_payload;
+    let Some(data_topic) = data_topic.filter(|_| too_large) else {
+        submit(
+            client,
+            flight,
+            topic,
+            qos,
+            record.payload,
+            Sent::Record(record.id),
+        )
+        .await;
+        return;
+    };
+    let packed = match repack(data_topic, &record.payload, flight.max_payload) {
+        Ok(packed) => packed,
+        Err(error) => {
+            warn!(topic, bytes = record.payload.len(), %error, "queued publish above the payload limit cannot be split; dropped");
+            Packed::default()
+        }
+    };
+    for too_large in &packed.too_large {
+        DatapointTooLarge {
+            too_large,
+            max_payload: flight.max_payload,
+        }
+        .emit();
+    }
+    if packed.payloads.is_empty() {
+        queue.discard(record.id);
+        return;
+    }
+    debug!(
+        id = record.id,
+        parts = packed.payloads.len(),
+        "queued publish split below ThingsBoard's payload limit"
+    );
+    flight.parts.insert(record.id, packed.payloads.len() as u32);
+    for (payload, _) in packed.payloads {
+        submit(
+            client,
+            flight,
+            topic,
+            qos,
+            Bytes::from(payload),
+            Sent::Part(record.id),
+        )
+        .await;
     }
 }
 
@@ -384,18 +476,35 @@ async fn submit(
 }
 
 impl Session {
-    fn acknowledged(&self, sent: Sent, at: Instant) {
-        if let Sent::Record(id) = sent {
-            self.queue.ack(id);
-            metrics()
-                .publish_ack_latency
-                .observe(at.elapsed().as_secs_f64());
+    fn acknowledged(&self, flight: &mut Flight, sent: Sent, at: Instant) {
+        let id = match sent {
+            Sent::Record(id) => id,
+            Sent::Part(id) => {
+                let Some(remaining) = flight.parts.get_mut(&id) else {
+                    return;
+                };
+                *remaining = remaining.saturating_sub(1);
+                if *remaining > 0 {
+                    return;
+                }
+                flight.parts.remove(&id);
+                id
+            }
+            Sent::Direct => return,
+        };
+        if flight.suspect.is_some_and(|(suspect, _)| suspect == id) {
+            flight.suspect = None;
         }
+        self.queue.ack(id);
+        metrics()
+            .publish_ack_latency
+            .observe(at.elapsed().as_secs_f64());
     }
 
     /// Drops the session's view of what was in flight and rumqttc's copies of it, and makes the
-    /// queue send everything unacknowledged again.
-    fn session_lost(&mut self, flight: &mut Flight) {
+    /// queue send everything unacknowledged again. A record that was the oldest in flight each
+    /// time the last [`POISON_SESSIONS`] established sessions broke is quarantined.
+    fn session_lost(&mut self, flight: &mut Flight, established: bool) {
         // Acknowledgements read before the error are real: apply them first.
         let buffered: Vec<Event> = self.event_loop.state.events.drain(..).collect();
         for event in buffered {
@@ -407,17 +516,38 @@ impl Session {
                 }
                 Event::Incoming(Incoming::PubAck(ack)) => {
                     if let Some((sent, at)) = flight.inflight.remove(&ack.pkid) {
-                        self.acknowledged(sent, at);
+                        self.acknowledged(flight, sent, at);
                     }
                 }
                 _ => {}
             }
         }
         self.event_loop.pending.clear();
+        if established {
+            if let Some(oldest) = flight.oldest_record() {
+                let sessions = match flight.suspect {
+                    Some((id, count)) if id == oldest => count + 1,
+                    _ => 1,
+                };
+                flight.suspect = Some((oldest, sessions));
+                if sessions >= POISON_SESSIONS {
+                    if let Some((topic, bytes)) = self.queue.discard(oldest) {
+                        PoisonRecord {
+                            topic: topic.name(),
+                            bytes,
+                            sessions,
+                        }
+                        .emit();
+                    }
+                    flight.suspect = None;
+                }
+            }
+        }
         let lost = flight.in_window();
         flight.unnumbered.clear();
         flight.inflight.clear();
         flight.ready.clear();
+        flight.parts.clear();
         self.queue.rewind();
         if lost > 0 {
             debug!(lost, "unacknowledged publishes will be sent again");

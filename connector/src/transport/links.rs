@@ -45,9 +45,6 @@ pub struct Addressed {
     pub peer: Option<SocketAddr>,
 }
 
-/// Names read from frames that downlink can address at most.
-pub const MAX_DYNAMIC_NAMES: usize = 10_000;
-
 /// How long a downlink write may wait for a slow device.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -56,8 +53,9 @@ pub struct DeviceLinks {
     last_peer: Mutex<Vec<Option<SocketAddr>>>,
     /// Names read from frames (`deviceNameFrom`): the configured device and where each name last
     /// sent from, so ThingsBoard can address them too. The oldest are forgotten beyond
-    /// [`MAX_DYNAMIC_NAMES`].
+    /// `max_dynamic`.
     dynamic: Mutex<IndexMap<Arc<str>, (usize, SocketAddr)>>,
+    max_dynamic: usize,
     tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<WriteRequest>>>,
     udp: OnceLock<Arc<UdpSocket>>,
     replies: Mutex<HashMap<SocketAddr, oneshot::Sender<Bytes>>>,
@@ -71,11 +69,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl DeviceLinks {
-    pub fn new(kind: SocketKind, device_count: usize) -> Self {
+    pub fn new(kind: SocketKind, device_count: usize, max_dynamic: usize) -> Self {
         Self {
             kind,
             last_peer: Mutex::new(vec![None; device_count]),
             dynamic: Mutex::default(),
+            max_dynamic: max_dynamic.max(1),
             tcp: Mutex::default(),
             udp: OnceLock::new(),
             replies: Mutex::default(),
@@ -135,7 +134,7 @@ impl DeviceLinks {
             *entry = (device, peer);
             return;
         }
-        if dynamic.len() >= MAX_DYNAMIC_NAMES {
+        if dynamic.len() >= self.max_dynamic {
             dynamic.shift_remove_index(0);
         }
         dynamic.insert(name.clone(), (device, peer));

@@ -1,7 +1,8 @@
 //! TCP server: many concurrent device connections, one reader task and one writer task each,
 //! optionally over TLS.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -10,10 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use super::limits::{ConnectionLimits, OpenConnections};
-use super::links::WriteRequest;
+use super::links::{DeviceLinks, WriteRequest};
 use super::{Ingest, PeerDevices};
 use crate::events::{
     CloseReason, ConnectionAccepted, ConnectionClosed, ConnectionRejected, FrameRejected,
@@ -39,6 +40,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut peer_of_task: HashMap<tokio::task::Id, IpAddr> = HashMap::new();
     let mut open = OpenConnections::default();
     let connection_stop = stop.clone();
     loop {
@@ -63,16 +65,11 @@ pub async fn serve(
                         idle_timeout: limits.idle_timeout,
                         stop: connection_stop.clone(),
                     };
-                    match tls.clone() {
-                        None => connections.spawn(async move {
-                            connection(stream, accepted).await;
-                            peer.ip()
-                        }),
-                        Some(acceptor) => connections.spawn(async move {
-                            tls_connection(acceptor, stream, accepted).await;
-                            peer.ip()
-                        }),
+                    let task = match tls.clone() {
+                        None => connections.spawn(connection(stream, accepted)),
+                        Some(acceptor) => connections.spawn(tls_connection(acceptor, stream, accepted)),
                     };
+                    peer_of_task.insert(task.id(), peer.ip());
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -80,8 +77,18 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            Some(closed) = connections.join_next() => {
-                if let Ok(ip) = closed {
+            Some(closed) = connections.join_next_with_id() => {
+                let task = match closed {
+                    Ok((task, ())) => task,
+                    Err(failed) => {
+                        // A panic closes that one connection; its slot is freed all the same.
+                        if failed.is_panic() {
+                            error!(task = %failed.id(), "a device connection task panicked; the connection is closed");
+                        }
+                        failed.id()
+                    }
+                };
+                if let Some(ip) = peer_of_task.remove(&task) {
                     open.release(ip);
                 }
             }
@@ -140,11 +147,10 @@ where
         idle_timeout,
         mut stop,
     } = accepted;
-    let open = metrics().connections_open.clone();
-    open.inc();
     let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
-    ingest.links.register_tcp(peer, writes);
+    let _registered = Registered::new(peer, &ingest.links, writes);
     let writer = tokio::spawn(write_loop(writer, write_queue));
+    let _writer = AbortOnDrop(writer);
     // The socket section (framing, read size) cannot change on reload: the first snapshot's
     // settings hold for the connection's life.
     let built = devices.snapshot().built.clone();
@@ -224,9 +230,36 @@ where
             }
         }
     }
-    ingest.links.unregister_tcp(peer);
-    writer.abort();
-    open.dec();
+}
+
+/// An open connection's entries in the downlink routes and the open-connections gauge, undone
+/// when the connection ends, also by a panic.
+struct Registered<'a> {
+    peer: SocketAddr,
+    links: &'a DeviceLinks,
+}
+
+impl<'a> Registered<'a> {
+    fn new(peer: SocketAddr, links: &'a DeviceLinks, writes: mpsc::Sender<WriteRequest>) -> Self {
+        metrics().connections_open.inc();
+        links.register_tcp(peer, writes);
+        Self { peer, links }
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.links.unregister_tcp(self.peer);
+        metrics().connections_open.dec();
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Resolves after the idle timeout; never without one. Re-created for every read, so any data

@@ -13,7 +13,7 @@ use super::{Ingest, PeerDevices};
 use crate::events::{DatagramRejected, FrameRejected};
 
 /// UDP has no connections: bad frames are logged at most this often.
-const FRAME_LOG_INTERVAL_MS: i64 = 10_000;
+const FRAME_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
 /// ThingsBoard.
@@ -22,7 +22,7 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
     // The socket section cannot change on reload: framing and read size hold for the run.
     let built = ingest.live.load().built.clone();
     let mut buffer = vec![0u8; built.read_size];
-    let mut last_frame_log = i64::MIN;
+    let mut last_frame_log: Option<std::time::Instant> = None;
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buffer) => received,
@@ -57,10 +57,10 @@ pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Rece
                         }
                         Ok(None) => break,
                         Err(error) => {
-                            let now = crate::clock::now_ms();
-                            let log = now - last_frame_log >= FRAME_LOG_INTERVAL_MS;
+                            let log = last_frame_log
+                                .is_none_or(|logged| logged.elapsed() >= FRAME_LOG_INTERVAL);
                             if log {
-                                last_frame_log = now;
+                                last_frame_log = Some(std::time::Instant::now());
                             }
                             FrameRejected {
                                 error: &error,
