@@ -81,7 +81,8 @@ pub struct SocketConnectorSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
-    /// Most payload bytes queued (default 64 MiB in memory, 1 GiB with persistence).
+    /// Most bytes queued (default 64 MiB in memory, 1 GiB with persistence); a memory queue
+    /// must fit the memory limit, which the operator sets from it when none is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_bytes: Option<i64>,
@@ -102,7 +103,7 @@ pub struct QueueSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PersistenceSpec {
-    /// Size of each claim (default 2Gi); keep `maxBytes` well below it.
+    /// Size of each claim (default 2Gi); `maxBytes` may be at most half of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"))]
     pub size: Option<String>,

@@ -15,6 +15,8 @@ pub enum Failure {
     NotEnoughAccessTokens,
     /// Queue settings the connector would refuse.
     InvalidQueue,
+    /// The memory limit is smaller than the queue needs.
+    QueueExceedsMemory,
     /// A referenced Secret, or its key, does not exist.
     SecretMissing,
     /// The API server refused a child for good (quota, admission, an immutable field, RBAC).
@@ -32,6 +34,7 @@ impl Failure {
         Self::DuplicateAccessToken,
         Self::NotEnoughAccessTokens,
         Self::InvalidQueue,
+        Self::QueueExceedsMemory,
         Self::SecretMissing,
         Self::ApplyFailed,
         Self::ApiError,
@@ -45,6 +48,7 @@ impl Failure {
             Self::DuplicateAccessToken => "DuplicateAccessToken",
             Self::NotEnoughAccessTokens => "NotEnoughAccessTokens",
             Self::InvalidQueue => "InvalidQueue",
+            Self::QueueExceedsMemory => "QueueExceedsMemory",
             Self::SecretMissing => "SecretMissing",
             Self::ApplyFailed => "ApplyFailed",
             Self::ApiError => "ApiError",

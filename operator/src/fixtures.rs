@@ -46,6 +46,7 @@ pub fn udp_replicated_spec() -> SocketConnectorSpec {
         "image": "registry.example.com/socket-connector:1.2.3",
         "imagePullPolicy": "IfNotPresent",
         "resources": {"requests": {"cpu": "100m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "queue": {"maxBytes": 8388608},
         "service": {"type": "NodePort", "nodePort": 30505, "annotations": {"example.com/team": "meters"}},
         "metricsPort": 9200
     }))

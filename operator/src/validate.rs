@@ -34,6 +34,14 @@ pub enum SpecError {
     /// Queue settings the connector would refuse (the CRD schema normally stops these first).
     #[error("spec.queue.{0}")]
     InvalidQueue(String),
+    /// The memory limit is smaller than what the queue holds: the pod would be OOM-killed in an
+    /// outage, losing a memory queue.
+    #[error("spec.resources.limits.memory is {limit_mib} MiB, but the connector with this queue needs at least {needed_mib} MiB ({queue}); raise the limit, lower spec.queue.maxBytes or use spec.queue.persistence")]
+    QueueExceedsMemory {
+        limit_mib: u64,
+        needed_mib: u64,
+        queue: String,
+    },
 }
 
 impl SpecError {
@@ -43,6 +51,7 @@ impl SpecError {
             Self::DuplicateAccessToken { .. } => Failure::DuplicateAccessToken,
             Self::NotEnoughAccessTokens { .. } => Failure::NotEnoughAccessTokens,
             Self::InvalidQueue(_) => Failure::InvalidQueue,
+            Self::QueueExceedsMemory { .. } => Failure::QueueExceedsMemory,
         }
     }
 }
@@ -74,7 +83,24 @@ pub struct Plan {
     pub paused: bool,
     /// The config loader's warnings (unknown keys and the like).
     pub warnings: Vec<String>,
+    /// The container's memory limit when the spec gives none: enough for the queue.
+    pub memory_limit: String,
 }
+
+/// What the connector needs besides its queue: the runtime, the MQTT client, buffers and a few
+/// thousand device connections (a full 64 MiB memory queue peaked at 87 MiB RSS:
+/// docs/reliability.md).
+const BASE_MEMORY: u64 = 48 << 20;
+/// What a disk queue holds in memory: a 4 MiB cache of recent payloads and fjall's caches
+/// (replaying a 1 GiB queue peaked at 25 MiB RSS).
+const DISK_QUEUE_MEMORY: u64 = 16 << 20;
+/// The memory limit of a connector pod unless its queue needs more.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 128 << 20;
+/// Default queue sizes (the connector's own defaults).
+const DEFAULT_MEMORY_QUEUE: u64 = 64 << 20;
+const DEFAULT_DISK_QUEUE: u64 = 1 << 30;
+/// A disk queue needs room beside its records (journal, compaction): at most half the claim.
+const CLAIM_SHARE: u64 = 2;
 
 /// Checks a spec and derives the plan. `name`/`namespace` make the MQTT client ids unique.
 pub fn validate(
@@ -120,6 +146,7 @@ pub fn validate(
     if let Some(queue) = &spec.queue {
         check_queue(queue)?;
     }
+    let memory_limit = check_memory(spec)?;
     let config_json = serde_json::to_string_pretty(&loaded.config)
         .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
     let thingsboard = serde_json::to_string(&spec.thingsboard).unwrap_or_default();
@@ -146,12 +173,77 @@ pub fn validate(
         devices: loaded.config.devices.len(),
         paused: spec.paused.unwrap_or(false) || replicas == 0,
         warnings: loaded.warnings,
+        memory_limit,
     })
 }
 
-/// The configuration as a pod runs it: it must listen on every interface, or the Service cannot
-/// reach it (a `127.0.0.1` copied from a ThingsBoard `socket.json` is the classic trap).
-/// The connector's own parsers decide, so the operator never renders flags the pod refuses.
+/// The memory the connector needs with its queue settings, checked against the spec's limit;
+/// returns the limit to render when the spec gives none.
+fn check_memory(spec: &SocketConnectorSpec) -> Result<String, SpecError> {
+    let queue = spec.queue.clone().unwrap_or_default();
+    let (needed, described) = if queue.persistence.is_some() {
+        (BASE_MEMORY + DISK_QUEUE_MEMORY, "a disk queue".to_owned())
+    } else {
+        let bytes = queue
+            .max_bytes
+            .map_or(DEFAULT_MEMORY_QUEUE, |b| b.max(1) as u64);
+        (
+            BASE_MEMORY + bytes,
+            format!("a memory queue of {} MiB", bytes.div_ceil(1 << 20)),
+        )
+    };
+    let needed_mib = needed.div_ceil(1 << 20);
+    let limit = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|limits| limits.get("memory"));
+    match limit {
+        Some(limit) => {
+            let bytes = parse_quantity(&limit.0).ok_or_else(|| {
+                SpecError::InvalidQueue(format!(
+                    "cannot read spec.resources.limits.memory {:?}",
+                    limit.0
+                ))
+            })?;
+            if bytes < needed {
+                return Err(SpecError::QueueExceedsMemory {
+                    limit_mib: bytes / (1 << 20),
+                    needed_mib,
+                    queue: described,
+                });
+            }
+            Ok(limit.0.clone())
+        }
+        None => Ok(format!("{}Mi", needed_mib.max(DEFAULT_MEMORY_LIMIT >> 20))),
+    }
+}
+
+/// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1.5Gi`, `134217728`, `1e9`).
+pub fn parse_quantity(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => return None,
+    };
+    let value: f64 = number.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then_some((value * factor) as u64)
+}
+
+/// Queue settings, checked by the connector's own parsers, so the operator never renders flags
+/// the pod refuses.
 fn check_queue(queue: &QueueSpec) -> Result<(), SpecError> {
     if let Some(policy) = &queue.full_policy {
         policy
@@ -167,6 +259,18 @@ fn check_queue(queue: &QueueSpec) -> Result<(), SpecError> {
         return Err(SpecError::InvalidQueue(
             "maxBytes: must be at least 1".to_owned(),
         ));
+    }
+    if let Some(persistence) = &queue.persistence {
+        let size = persistence.size.as_deref().unwrap_or("2Gi");
+        let claim = parse_quantity(size).ok_or_else(|| {
+            SpecError::InvalidQueue(format!("persistence.size: cannot read {size:?}"))
+        })?;
+        let max_bytes = queue.max_bytes.map_or(DEFAULT_DISK_QUEUE, |b| b as u64);
+        if max_bytes > claim / CLAIM_SHARE {
+            return Err(SpecError::InvalidQueue(format!(
+                "maxBytes: {max_bytes} bytes need a claim of at least twice that (the store needs room for its journal and compaction); persistence.size is {size}"
+            )));
+        }
     }
     Ok(())
 }
@@ -186,6 +290,8 @@ fn sha256(parts: &[&str]) -> String {
     )
 }
 
+/// The configuration as a pod runs it: it must listen on every interface, or the Service cannot
+/// reach it (a `127.0.0.1` copied from a ThingsBoard `socket.json` is the classic trap).
 fn pod_config(config: &ConnectorConfig) -> ConnectorConfig {
     let mut config = config.clone();
     let ipv6 = config
@@ -261,5 +367,65 @@ mod tests {
             a.config_hash,
             validate(&spec, "n", "n").unwrap().config_hash
         );
+    }
+
+    #[test]
+    fn the_memory_limit_fits_the_queue() {
+        let spec = fixtures::tcp_spec();
+        assert_eq!(validate(&spec, "ns", "n").unwrap().memory_limit, "128Mi");
+        let mut big = spec.clone();
+        big.queue = Some(QueueSpec {
+            max_bytes: Some(256 << 20),
+            ..QueueSpec::default()
+        });
+        assert_eq!(
+            validate(&big, "ns", "n").unwrap().memory_limit,
+            "304Mi",
+            "a 256 MiB memory queue and 48 MiB for the rest"
+        );
+        let mut small = spec.clone();
+        small.resources =
+            serde_json::from_value(serde_json::json!({"limits": {"memory": "64Mi"}})).unwrap();
+        let error = validate(&small, "ns", "n").unwrap_err();
+        assert_eq!(error.failure(), Failure::QueueExceedsMemory);
+        assert_eq!(
+            error.to_string(),
+            "spec.resources.limits.memory is 64 MiB, but the connector with this queue needs at least 112 MiB (a memory queue of 64 MiB); raise the limit, lower spec.queue.maxBytes or use spec.queue.persistence"
+        );
+        small.queue = Some(QueueSpec {
+            persistence: Some(crate::crd::PersistenceSpec::default()),
+            ..QueueSpec::default()
+        });
+        assert_eq!(validate(&small, "ns", "n").unwrap().memory_limit, "64Mi");
+    }
+
+    #[test]
+    fn a_disk_queue_needs_room_on_its_claim() {
+        let mut spec = fixtures::tcp_spec();
+        spec.queue = Some(QueueSpec {
+            max_bytes: Some(1536 << 20),
+            persistence: Some(crate::crd::PersistenceSpec {
+                size: Some("2Gi".to_owned()),
+                storage_class_name: None,
+            }),
+            ..QueueSpec::default()
+        });
+        let error = validate(&spec, "ns", "n").unwrap_err();
+        assert_eq!(error.failure(), Failure::InvalidQueue);
+        assert!(
+            error.to_string().contains("persistence.size is 2Gi"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn quantities_parse_like_kubernetes() {
+        assert_eq!(parse_quantity("128Mi"), Some(128 << 20));
+        assert_eq!(parse_quantity("1.5Gi"), Some(1536 << 20));
+        assert_eq!(parse_quantity("500M"), Some(500_000_000));
+        assert_eq!(parse_quantity("134217728"), Some(134_217_728));
+        assert_eq!(parse_quantity("1e9"), Some(1_000_000_000));
+        assert_eq!(parse_quantity("12Xi"), None);
+        assert_eq!(parse_quantity("-1Mi"), None);
     }
 }

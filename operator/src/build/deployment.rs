@@ -153,7 +153,7 @@ fn deployment(
         ]),
         liveness_probe: Some(probe("/healthz", 10)),
         readiness_probe: Some(probe("/readyz", 5)),
-        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(resources(spec.resources.as_ref(), &plan.memory_limit)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -223,17 +223,20 @@ fn deployment(
     }
 }
 
-/// A starting point for small connectors; set `spec.resources` from measured load.
-fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
+/// The spec's resources, with a memory limit the queue fits in when it gives none; requests are a
+/// starting point for small connectors (set `spec.resources` from measured load).
+fn resources(spec: Option<&ResourceRequirements>, memory_limit: &str) -> ResourceRequirements {
+    let mut resources = spec.cloned().unwrap_or_else(|| ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_owned(), Quantity("50m".to_owned())),
             ("memory".to_owned(), Quantity("32Mi".to_owned())),
         ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_owned(),
-            Quantity("128Mi".to_owned()),
-        )])),
         ..ResourceRequirements::default()
-    }
+    });
+    resources
+        .limits
+        .get_or_insert_with(BTreeMap::new)
+        .entry("memory".to_owned())
+        .or_insert_with(|| Quantity(memory_limit.to_owned()));
+    resources
 }
