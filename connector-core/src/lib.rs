@@ -10,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod downlink;
 pub mod framing;
+pub mod gateway_config;
 pub mod load;
 pub mod report;
 pub mod route;

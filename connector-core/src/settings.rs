@@ -43,6 +43,13 @@ pub enum Fsync {
     Every(Duration),
 }
 
+/// Every second, the connector's default.
+impl Default for Fsync {
+    fn default() -> Self {
+        Self::Every(Duration::from_secs(1))
+    }
+}
+
 impl std::str::FromStr for Fsync {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::runtime::{shutdown_signal, Connector, GatewaySettings};
+use crate::thingsboard::link::{Auth, Secret};
 use crate::thingsboard::MqttSettings;
 use connector_core::config::{ReportStrategy, SocketKind};
 use connector_core::load::{load_file, load_str};
@@ -45,7 +46,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         mqtt: MqttSettings {
             host: Ipv4Addr::LOCALHOST.to_string(),
             port: broker_port,
-            access_token: "demo-gateway-token".to_owned(),
+            auth: Auth::AccessToken(Secret::Value("demo-gateway-token".to_owned())),
+            tls: None,
             client_id: "socket-connector-demo".to_owned(),
             qos: QoS::AtLeastOnce,
             keep_alive: Duration::from_secs(30),

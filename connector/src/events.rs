@@ -362,6 +362,42 @@ impl DevicesEvicted {
     }
 }
 
+/// A connection to ThingsBoard failed or was lost; the session retries after `retry_in`.
+pub struct ConnectionFailed<'a> {
+    pub endpoint: &'a str,
+    pub failure: crate::thingsboard::link::ConnectFailure,
+    /// What to check, in words.
+    pub hint: &'a str,
+    /// An established session was lost (not an attempt that failed).
+    pub was_connected: bool,
+    pub retry_in: std::time::Duration,
+    pub queued: u64,
+}
+
+impl ConnectionFailed<'_> {
+    pub fn emit(self) {
+        if !self.was_connected {
+            metrics()
+                .mqtt_connect_failures
+                .with_label_values(&[self.failure.label()])
+                .inc();
+        }
+        let what = if self.was_connected {
+            "ThingsBoard connection lost"
+        } else {
+            "ThingsBoard connection failed"
+        };
+        warn!(
+            endpoint = self.endpoint,
+            reason = self.failure.label(),
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            queued = self.queued,
+            "{what}: {}",
+            self.hint
+        );
+    }
+}
+
 /// The disk queue could be written again after a failure.
 pub struct QueueRecovered<'a> {
     pub records: u64,
@@ -538,6 +574,10 @@ pub fn initialize_series() {
     for outcome in RpcOutcomeLabel::ALL {
         m.rpc_requests.with_label_values(&[outcome.label()]);
     }
+    for failure in crate::thingsboard::link::ConnectFailure::ALL {
+        m.mqtt_connect_failures
+            .with_label_values(&[failure.label()]);
+    }
 }
 
 fn count_drop(reason: DropReason, count: usize) {
@@ -609,6 +649,13 @@ mod tests {
         check(
             "attribute_updates_total",
             &AttributeUpdateOutcome::ALL
+                .iter()
+                .map(|r| r.label())
+                .collect::<Vec<_>>(),
+        );
+        check(
+            "mqtt_connect_failures_total",
+            &crate::thingsboard::link::ConnectFailure::ALL
                 .iter()
                 .map(|r| r.label())
                 .collect::<Vec<_>>(),

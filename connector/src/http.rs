@@ -1,8 +1,9 @@
-//! What the connector's probe endpoint (the `probes` crate) serves: its readiness ([`Health`]) and
-//! its metrics.
+//! What the connector's probe endpoint (the `probes` crate) serves: its readiness ([`Health`]),
+//! its metrics, and `/status`: whether ThingsBoard is connected and, if not, why (the operator
+//! reads it into the SocketConnector's `ThingsBoardConnected` condition).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use connector_core::convert::ConvertedData;
 use probes::Endpoint;
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::metrics;
 use crate::queue::Queue;
+use crate::thingsboard::link::ConnectFailure;
 
 /// The connector's readiness: the device socket is bound, the disk queue can be written, and
 /// ThingsBoard is connected or the queue still takes data.
@@ -19,6 +21,8 @@ pub struct Health {
     pub mqtt_connected: AtomicBool,
     queue: OnceLock<mpsc::WeakSender<ConvertedData>>,
     uplink_queue: OnceLock<Arc<Queue>>,
+    /// Why the last connection attempt failed, while not connected.
+    last_failure: Mutex<Option<(ConnectFailure, String)>>,
 }
 
 impl Health {
@@ -28,6 +32,34 @@ impl Health {
 
     pub fn watch_uplink_queue(&self, queue: Arc<Queue>) {
         let _ = self.uplink_queue.set(queue);
+    }
+
+    pub fn connected(&self) {
+        self.mqtt_connected.store(true, Ordering::Relaxed);
+        *self.failure() = None;
+    }
+
+    pub fn disconnected(&self, failure: ConnectFailure, hint: &str) {
+        self.mqtt_connected.store(false, Ordering::Relaxed);
+        *self.failure() = Some((failure, hint.to_owned()));
+    }
+
+    fn failure(&self) -> std::sync::MutexGuard<'_, Option<(ConnectFailure, String)>> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `{"thingsboard": {"connected": true}}`, or with the `reason` and `message` of the last
+    /// failed attempt.
+    pub fn status(&self) -> serde_json::Value {
+        let connected = self.mqtt_connected.load(Ordering::Relaxed);
+        let mut thingsboard = serde_json::json!({ "connected": connected });
+        if let (false, Some((failure, hint))) = (connected, self.failure().as_ref()) {
+            thingsboard["reason"] = failure.label().into();
+            thingsboard["message"] = hint.clone().into();
+        }
+        serde_json::json!({ "thingsboard": thingsboard })
     }
 
     /// `Ok` when ready, else the reason.
@@ -66,6 +98,10 @@ impl Endpoint for Health {
     fn metrics(&self) -> String {
         metrics().render()
     }
+
+    fn status(&self) -> String {
+        Health::status(self).to_string()
+    }
 }
 
 #[cfg(test)]
@@ -99,5 +135,20 @@ mod tests {
         );
         health.mqtt_connected.store(true, Ordering::Relaxed);
         assert_eq!(health.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn status_says_why_thingsboard_is_not_connected() {
+        let health = Health::default();
+        health.disconnected(ConnectFailure::BadCredentials, "check the token");
+        assert_eq!(
+            health.status(),
+            serde_json::json!({"thingsboard": {"connected": false, "reason": "bad_credentials", "message": "check the token"}})
+        );
+        health.connected();
+        assert_eq!(
+            health.status(),
+            serde_json::json!({"thingsboard": {"connected": true}})
+        );
     }
 }

@@ -11,6 +11,7 @@ pub(crate) mod clock;
 pub mod demo;
 pub(crate) mod downlink;
 pub(crate) mod events;
+pub mod gateway;
 pub(crate) mod http;
 pub(crate) mod last_values;
 pub(crate) mod live;

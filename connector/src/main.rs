@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use connector_core::config::{LogLevel, ReportStrategy, ReportStrategyConfig};
+use connector_core::config::{LogLevel, ReportStrategyConfig};
 use connector_core::load::load_file;
-use rumqttc::QoS;
+use socket_connector::gateway::{self, Overrides};
 use socket_connector::logging::{self, LogFormat};
-use socket_connector::queue::{Fsync, FullPolicy, QueueSettings, Storage};
-use socket_connector::runtime::{shutdown_signal, Connector, GatewaySettings};
-use socket_connector::thingsboard::MqttSettings;
+use socket_connector::queue::{Fsync, FullPolicy};
+use socket_connector::runtime::{shutdown_signal, Connector};
 use socket_connector::{demo, reload, tools};
 use tracing::{error, info, warn};
 
@@ -78,8 +77,14 @@ struct MigrateArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The connector configuration: a ThingsBoard gateway `socket.json` (current or old format).
+    /// Default: the socket connector's `configuration` in `--gateway-config`.
     #[arg(long, short, env = "SOCKET_CONNECTOR_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// ThingsBoard's main gateway file, `tb_gateway.json`, read unchanged: ThingsBoard's host,
+    /// port, credentials and TLS, payload size, report strategy, storage, the socket connector.
+    /// Flags and environment variables override what it says.
+    #[arg(long, env = "TB_GATEWAY_CONFIG")]
+    gateway_config: Option<PathBuf>,
     #[command(flatten)]
     thingsboard: ThingsBoardArgs,
     #[command(flatten)]
@@ -93,10 +98,12 @@ struct RunArgs {
 #[derive(Debug, Args)]
 struct QueueArgs {
     /// Keep the queue on disk in this directory, replayed after a restart (one connector per
-    /// directory). Without it the queue is in memory and lost when the process ends.
+    /// directory). Without it (and without a file or sqlite storage in --gateway-config) the
+    /// queue is in memory and lost when the process ends.
     #[arg(long, env = "QUEUE_DIRECTORY")]
     queue_directory: Option<PathBuf>,
-    /// Most payload bytes queued for ThingsBoard. Default: 64 MiB in memory, 1 GiB on disk.
+    /// Most bytes queued for ThingsBoard (payload, plus 128 bytes per record in memory).
+    /// Default: 64 MiB in memory, 1 GiB on disk.
     #[arg(long, env = "QUEUE_MAX_BYTES")]
     queue_max_bytes: Option<u64>,
     /// When the queue is full: `block` (stop reading devices; TCP flow control slows them),
@@ -109,66 +116,106 @@ struct QueueArgs {
     queue_fsync: Fsync,
 }
 
-impl QueueArgs {
-    fn settings(&self) -> QueueSettings {
-        let (storage, default_max) = match &self.queue_directory {
-            Some(directory) => (
-                Storage::Disk {
-                    directory: directory.clone(),
-                    fsync: self.queue_fsync,
-                },
-                1 << 30,
-            ),
-            None => (Storage::Memory, 64 << 20),
-        };
-        QueueSettings {
-            storage,
-            max_bytes: self.queue_max_bytes.unwrap_or(default_max).max(1),
-            full_policy: self.queue_full_policy,
-        }
-    }
-}
-
 /// Where ThingsBoard is and how to talk to it (the `thingsboard` section of `tb_gateway.json`).
 #[derive(Debug, Args)]
 struct ThingsBoardArgs {
-    /// ThingsBoard MQTT host.
-    #[arg(long, env = "TB_HOST", default_value = "localhost")]
-    tb_host: String,
-    /// ThingsBoard MQTT port.
-    #[arg(long, env = "TB_PORT", default_value_t = 1883)]
-    tb_port: u16,
+    /// ThingsBoard MQTT host (default: localhost).
+    #[arg(long, env = "TB_HOST")]
+    tb_host: Option<String>,
+    /// ThingsBoard MQTT port (default 1883; 8883 means TLS).
+    #[arg(long, env = "TB_PORT")]
+    tb_port: Option<u16>,
     /// Access token of the gateway device in ThingsBoard; sent as the MQTT username.
-    /// Prefer the environment variable, so the token stays out of process listings.
+    /// Prefer the environment variable or --token-file, so the token stays out of process
+    /// listings.
     #[arg(long, env = "TB_ACCESS_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// A file holding the access token (a mounted Secret); read again when it changes.
+    #[arg(long, env = "TB_ACCESS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// MQTT basic credentials: the username.
+    #[arg(long, env = "TB_USERNAME")]
+    tb_username: Option<String>,
+    /// MQTT basic credentials: the password (prefer TB_PASSWORD or --tb-password-file).
+    #[arg(long, env = "TB_PASSWORD", hide_env_values = true)]
+    tb_password: Option<String>,
+    /// A file holding the password; read again when it changes.
+    #[arg(long, env = "TB_PASSWORD_FILE")]
+    tb_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed ThingsBoard's certificate (turns TLS on; without it TLS
+    /// uses the system's CAs).
+    #[arg(long, env = "TB_CA_CERT")]
+    tb_ca_cert: Option<PathBuf>,
+    /// X.509 authentication: the gateway's client certificate (PEM; turns TLS on).
+    #[arg(long, env = "TB_CLIENT_CERT")]
+    tb_client_cert: Option<PathBuf>,
+    /// X.509 authentication: the client certificate's private key (PEM).
+    #[arg(long, env = "TB_CLIENT_KEY")]
+    tb_client_key: Option<PathBuf>,
+    /// TLS with the system's CAs (also implied by a CA, a client certificate or port 8883).
+    #[arg(long, env = "TB_TLS")]
+    tb_tls: bool,
     /// MQTT client id; must be unique per running connector. Default: `socket-connector-<random>`.
     #[arg(long, env = "TB_CLIENT_ID")]
     client_id: Option<String>,
-    /// MQTT QoS of published data: 0 (at most once) or 1 (at least once).
-    #[arg(long, env = "TB_QOS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
-    qos: u8,
+    /// MQTT QoS of published data: 0 (at most once) or 1 (at least once, the default).
+    #[arg(long, env = "TB_QOS", value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: Option<u8>,
     /// Gateway-wide report strategy, the last level of the cascade, as JSON:
     /// '{"type": "ON_CHANGE_OR_REPORT_PERIOD", "reportPeriod": 60000}'.
     #[arg(long, env = "TB_REPORT_STRATEGY", value_parser = parse_report_strategy)]
     report_strategy: Option<ReportStrategyConfig>,
-    /// Connector name in ThingsBoard (the `connectorName` attribute); default: the config's `name`.
+    /// Connector name in ThingsBoard (the `connectorName` attribute); default: the name in
+    /// --gateway-config, else the config's `name`.
     #[arg(long, env = "CONNECTOR_NAME")]
     connector_name: Option<String>,
-    /// Largest MQTT payload in bytes; larger batches are split.
-    #[arg(long, env = "TB_MAX_PAYLOAD_SIZE", default_value_t = 8196)]
-    max_payload_size: usize,
+    /// Largest MQTT payload in bytes; larger batches are split (default 8196).
+    #[arg(long, env = "TB_MAX_PAYLOAD_SIZE")]
+    max_payload_size: Option<usize>,
     /// MQTT keep-alive in seconds.
     #[arg(long, env = "TB_KEEP_ALIVE_SECONDS", default_value_t = 60)]
     keep_alive_seconds: u64,
     /// Devices connected in ThingsBoard at most (devices named by their frames can be many);
     /// beyond it the longest silent are disconnected and forgotten until they send again.
-    #[arg(long, env = "MAX_DEVICES", default_value_t = socket_connector::runtime::DEFAULT_MAX_DEVICES)]
-    max_devices: usize,
-    /// Serve Prometheus `/metrics` and the `/healthz` and `/readyz` probes on this address,
-    /// e.g. 0.0.0.0:9100. Off when absent.
+    #[arg(long, env = "MAX_DEVICES")]
+    max_devices: Option<usize>,
+    /// Serve Prometheus `/metrics` and the `/healthz`, `/readyz` and `/status` probes on this
+    /// address, e.g. 0.0.0.0:9100. Off when absent.
     #[arg(long, env = "METRICS_ADDRESS")]
     metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Overrides {
+        let tb = &self.thingsboard;
+        Overrides {
+            gateway_config: self.gateway_config.clone(),
+            config: self.config.clone(),
+            host: tb.tb_host.clone(),
+            port: tb.tb_port,
+            token: tb.token.clone(),
+            token_file: tb.token_file.clone(),
+            username: tb.tb_username.clone(),
+            password: tb.tb_password.clone(),
+            password_file: tb.tb_password_file.clone(),
+            ca_cert: tb.tb_ca_cert.clone(),
+            client_cert: tb.tb_client_cert.clone(),
+            client_key: tb.tb_client_key.clone(),
+            tls: tb.tb_tls,
+            client_id: tb.client_id.clone(),
+            qos: tb.qos,
+            report_strategy: tb.report_strategy.clone(),
+            connector_name: tb.connector_name.clone(),
+            max_payload_size: tb.max_payload_size,
+            keep_alive: Duration::from_secs(tb.keep_alive_seconds),
+            metrics_address: tb.metrics_address,
+            max_devices: tb.max_devices,
+            queue_directory: self.queue.queue_directory.clone(),
+            queue_max_bytes: self.queue.queue_max_bytes,
+            queue_full_policy: self.queue.queue_full_policy,
+            queue_fsync: self.queue.queue_fsync,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -188,37 +235,6 @@ fn parse_log_level(text: &str) -> Result<LogLevel, String> {
 
 fn parse_report_strategy(text: &str) -> Result<ReportStrategyConfig, String> {
     serde_json::from_str(text).map_err(|e| format!("not a report strategy object: {e}"))
-}
-
-impl ThingsBoardArgs {
-    fn settings(&self) -> GatewaySettings {
-        let client_id = self
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("socket-connector-{:08x}", rand::random::<u32>()));
-        GatewaySettings {
-            mqtt: MqttSettings {
-                host: self.tb_host.clone(),
-                port: self.tb_port,
-                access_token: self.token.clone(),
-                client_id,
-                qos: if self.qos == 0 {
-                    QoS::AtMostOnce
-                } else {
-                    QoS::AtLeastOnce
-                },
-                keep_alive: Duration::from_secs(self.keep_alive_seconds.max(5)),
-                max_payload: self
-                    .max_payload_size
-                    .clamp(256, socket_connector::thingsboard::link::MAX_PAYLOAD),
-            },
-            report_strategy: ReportStrategy::global(self.report_strategy.as_ref()),
-            connector_name: self.connector_name.clone(),
-            metrics_address: self.metrics_address,
-            queue: QueueSettings::default(),
-            max_devices: self.max_devices,
-        }
-    }
 }
 
 /// Exit codes: 0 stopped cleanly, 1 runtime failure at start, 2 invalid configuration or usage,
@@ -312,12 +328,19 @@ fn migrate(args: MigrateArgs) -> ExitCode {
 }
 
 async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) -> ExitCode {
-    let loaded = match load_file(&args.config) {
+    let resolved = match gateway::resolve(args.overrides(), rand::random()) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = match load_file(&resolved.config) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!(
                 "error: invalid configuration {}: {e}",
-                args.config.display()
+                resolved.config.display()
             );
             return ExitCode::from(2);
         }
@@ -331,10 +354,14 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
         loaded.config.enable_remote_logging == Some(true),
     );
     for warning in &loaded.warnings {
-        warn!(file = %args.config.display(), "{warning}");
+        warn!(file = %resolved.config.display(), "{warning}");
     }
-    let mut settings = args.thingsboard.settings();
-    settings.queue = args.queue.settings();
+    if let Some(gateway_config) = &args.gateway_config {
+        for warning in &resolved.warnings {
+            warn!(file = %gateway_config.display(), "{warning}");
+        }
+    }
+    let settings = resolved.settings;
     let mut connector = match Connector::start(&loaded, settings).await {
         Ok(connector) => connector,
         Err(e) => {
@@ -344,7 +371,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
         }
     };
     let (stop_reload, reload_stop) = tokio::sync::watch::channel(false);
-    let watch = reload::watch(args.config.clone(), connector.reloader(), reload_stop);
+    let watch = reload::watch(resolved.config.clone(), connector.reloader(), reload_stop);
     connector.supervise("reload", watch);
     tokio::select! {
         _ = shutdown_signal() => {}

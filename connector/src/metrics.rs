@@ -31,6 +31,8 @@ pub struct Metrics {
     /// `topic`: the gateway-API topic name after `v1/gateway/` (or `gateway_telemetry`).
     pub messages_published: IntCounterVec,
     pub mqtt_connected: IntGauge,
+    /// `reason`: a `ConnectFailure` label.
+    pub mqtt_connect_failures: IntCounterVec,
     pub mqtt_reconnects: IntCounter,
     pub publish_latency: Histogram,
     pub publish_ack_latency: Histogram,
@@ -167,6 +169,12 @@ impl Metrics {
                 &r,
                 "socket_connector_mqtt_connected",
                 "1 while the MQTT session to ThingsBoard is up.",
+            ),
+            mqtt_connect_failures: counter_vec(
+                &r,
+                "socket_connector_mqtt_connect_failures_total",
+                "Failed attempts to connect to ThingsBoard, by reason.",
+                "reason",
             ),
             mqtt_reconnects: counter(
                 &r,

@@ -170,6 +170,34 @@ pub async fn watch(path: PathBuf, reloader: Reloader, mut stop: watch::Receiver<
     }
 }
 
+/// Bumps `changed` whenever one of `files` changes its content (polled like the configuration,
+/// which also sees Kubernetes Secret updates: they swap a symlink), until `stop`.
+pub async fn watch_files(
+    files: Vec<PathBuf>,
+    changed: watch::Sender<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let read = |files: &[PathBuf]| -> Vec<Option<Vec<u8>>> {
+        files.iter().map(|file| std::fs::read(file).ok()).collect()
+    };
+    let mut last = read(&files);
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = crate::stop::stopped(&mut stop) => return,
+        }
+        let current = read(&files);
+        // A file that vanished for a moment (a Secret being swapped) is not a change yet.
+        if current != last && current.iter().all(Option::is_some) {
+            info!(files = ?files, "credential or certificate files changed");
+            changed.send_modify(|generation| *generation += 1);
+            last = current;
+        }
+    }
+}
+
 #[cfg(unix)]
 type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]

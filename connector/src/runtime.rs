@@ -156,7 +156,14 @@ impl Connector {
             info!(connector = %connector_name, address = %local_addr, "{} socket is up", socket.kind);
         }
 
-        let (client, event_loop) = link::client(&settings.mqtt);
+        let (client, event_loop) = link::client(&settings.mqtt)
+            .map_err(|e| anyhow::anyhow!("cannot set up the connection to ThingsBoard: {e}"))?;
+        let (rotate, rotation) = watch::channel(0u64);
+        let watched = settings.mqtt.watched_files();
+        if !watched.is_empty() {
+            let watch = crate::reload::watch_files(watched, rotate, stop_rx.clone());
+            supervisor.spawn("credential files", watch);
+        }
         let (publisher, direct) = Publisher::channel();
         let (downlink_events, downlink_rx) = mpsc::unbounded_channel();
         let (limits, limits_rx) = watch::channel(SessionLimits::default());
@@ -170,6 +177,7 @@ impl Connector {
             limits: limits_rx.clone(),
             health,
             stop: stop_rx,
+            rotation,
         };
         let link = supervisor.spawn("session", session.run());
         let last_values = Arc::new(LastValues::default());

@@ -1,5 +1,5 @@
 //! The HTTP endpoint for Kubernetes probes and Prometheus, shared by the connector and the
-//! operator: `/healthz` (the process is alive), `/readyz` and `/metrics`. What "ready" means and
+//! operator: `/healthz` (the process is alive), `/readyz`, `/metrics` and `/status`. What "ready" means and
 //! which metrics are shown is the [`Endpoint`]'s business.
 
 use std::convert::Infallible;
@@ -23,6 +23,10 @@ pub trait Endpoint: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), &'static str>;
     /// Prometheus text format.
     fn metrics(&self) -> String;
+    /// `/status`: what the endpoint's owner reports of itself, as JSON.
+    fn status(&self) -> String {
+        "{}".to_owned()
+    }
 }
 
 /// Serves until `stop`.
@@ -69,6 +73,7 @@ async fn respond<E: Endpoint>(
             endpoint.metrics(),
         ),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        (&Method::GET, "/status") => (StatusCode::OK, "application/json", endpoint.status()),
         (&Method::GET, "/readyz") => match endpoint.readiness() {
             Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
             Err(reason) => (

@@ -15,6 +15,8 @@ pub struct Mosquitto {
     child: Option<Child>,
     /// Lines added to the broker's configuration.
     extra: Vec<String>,
+    /// A second listener's configuration, with its own settings (`per_listener_settings`).
+    listener: Vec<String>,
 }
 
 impl Mosquitto {
@@ -31,9 +33,33 @@ impl Mosquitto {
             dir,
             child: None,
             extra: extra.iter().map(|line| (*line).to_owned()).collect(),
+            listener: Vec::new(),
         };
         broker.launch();
         broker
+    }
+
+    /// A broker with a second listener on `port` configured by `lines` (TLS, passwords, client
+    /// certificates: what ThingsBoard's MQTT transport enforces); the first listener stays
+    /// plain and anonymous for the test peer.
+    pub fn start_with_listener(port: u16, lines: &[String]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut listener = vec![format!("listener {port} 127.0.0.1")];
+        listener.extend(lines.iter().cloned());
+        let mut broker = Self {
+            port: crate::free_port(),
+            dir,
+            child: None,
+            extra: Vec::new(),
+            listener,
+        };
+        broker.launch();
+        broker
+    }
+
+    /// The broker's working directory (for password files and certificates).
+    pub fn directory(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     pub fn port(&self) -> u16 {
@@ -77,12 +103,16 @@ impl Mosquitto {
 
     fn launch(&mut self) {
         let config = self.dir.path().join("mosquitto.conf");
-        let mut text = format!(
+        let mut text = String::new();
+        if !self.listener.is_empty() {
+            text.push_str("per_listener_settings true\n");
+        }
+        text.push_str(&format!(
             "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n\
              max_queued_messages 1000000\nmax_inflight_messages 0\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
             self.port
-        );
-        for line in &self.extra {
+        ));
+        for line in self.extra.iter().chain(&self.listener) {
             text.push_str(line);
             text.push('\n');
         }

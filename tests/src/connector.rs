@@ -80,6 +80,35 @@ impl ConnectorProcess {
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).expect("write config");
         let mut command = Self::command(&path, broker_port);
         command.args(extra_args);
+        Self::spawn(command, dir)
+    }
+
+    /// `socket-connector run --log-format json <args>` and nothing else: the test gives where
+    /// ThingsBoard is and the credentials (or `--gateway-config`). `files` are written into the
+    /// connector's directory first (`socket.json`, `tb_gateway.json`, certificates), and `{dir}`
+    /// in the arguments is replaced by that directory.
+    pub fn start_args(files: &[(&str, &[u8])], args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).expect("write file");
+        }
+        let directory = dir.path().display().to_string();
+        let mut command = Command::new(binary());
+        command
+            .arg("run")
+            .args(["--log-format", "json"])
+            .args(args.iter().map(|arg| arg.replace("{dir}", &directory)))
+            .env_remove("RUST_LOG")
+            .env_remove("TB_ACCESS_TOKEN");
+        Self::spawn(command, dir)
+    }
+
+    /// The connector's directory (what `{dir}` stood for in [`Self::start_args`]).
+    pub fn directory(&self) -> &Path {
+        self._dir.path()
+    }
+
+    fn spawn(mut command: Command, dir: TempDir) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -282,6 +282,27 @@ async fn rpc_over_tcp() {
         json!({"result": "Param \"port\" have to be int type"})
     );
 
+    // Not a device's peer (the filter is 127.0.0.1:*) nor in rpcSetAllow: refused, nothing sent.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let params = format!(
+        "address=127.0.0.2;port={};value=X",
+        elsewhere.local_addr().unwrap().port()
+    );
+    let refused = rpc(&mut peer, 11, "set", json!(params)).await;
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("set refused: 127.0.0.2:"),
+        "{refused}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        elsewhere.accept().is_err(),
+        "the connector connected anyway"
+    );
+
     // Connector-level socket_set on the gateway device.
     let params = format!("Lamp ;address=127.0.0.1;port={};value=BYE", device.port());
     peer.publish(

@@ -39,6 +39,8 @@ pub struct Built {
     pub socket_kind: SocketKind,
     /// Set in client mode (the connector connects out to a device server).
     pub client: Option<ClientPlan>,
+    /// `rpcSetAllow`: where `set` may write besides the devices' peers.
+    pub rpc_set_allow: Vec<AddressFilter>,
     /// Oddities the user should hear about, with their JSON paths.
     pub warnings: Vec<String>,
 }
@@ -88,6 +90,14 @@ pub fn build(config: &ConnectorConfig) -> Result<Built, Vec<ConfigError>> {
     if let Some(strategy) = &config.report_strategy {
         check_report_strategy(strategy, "reportStrategy", &mut errors);
     }
+    for (index, pattern) in config.rpc_set_allow.iter().enumerate() {
+        if pattern.trim().is_empty() {
+            errors.push(ConfigError::invalid(
+                format!("rpcSetAllow[{index}]"),
+                "must not be empty",
+            ));
+        }
+    }
     if config.send_data_only_on_change == Some(true) {
         let note = if config.report_strategy.is_some() {
             "ignored because reportStrategy is set"
@@ -123,8 +133,22 @@ pub fn build(config: &ConnectorConfig) -> Result<Built, Vec<ConfigError>> {
         read_size: config.socket.read_size(),
         socket_kind: config.socket.kind,
         client,
+        rpc_set_allow: config
+            .rpc_set_allow
+            .iter()
+            .map(|pattern| AddressFilter::new(pattern))
+            .collect(),
         warnings,
     })
+}
+
+impl Built {
+    /// Whether the built-in `set` RPC may write to `peer` (`ip:port`): a configured device's
+    /// address filter matches it, or `rpcSetAllow` does.
+    pub fn set_allowed(&self, peer: &str) -> bool {
+        !self.devices.matching(peer).is_empty()
+            || self.rpc_set_allow.iter().any(|filter| filter.matches(peer))
+    }
 }
 
 fn check_buffer_size(socket: &SocketConfig, errors: &mut Vec<ConfigError>) {

@@ -142,3 +142,19 @@ fn downlink_rules_take_the_device_encoding_unless_given() {
     assert!(rules.rpc("other").is_none());
     assert_eq!(built.devices.find("d"), Some(0));
 }
+
+#[test]
+fn set_may_write_to_device_peers_and_the_allow_list_only() {
+    let built = built(
+        json!({"socket": {}, "rpcSetAllow": ["10.9.0.*:*"], "devices": [
+            {"address": "192.168.1.*:*", "deviceName": "d", "telemetry": [{"key": "t"}]}
+        ]}),
+    );
+    assert!(built.set_allowed("192.168.1.7:5000"));
+    assert!(built.set_allowed("10.9.0.3:22"));
+    assert!(
+        !built.set_allowed("10.96.0.1:443"),
+        "the cluster's API server"
+    );
+    assert!(!built.set_allowed("127.0.0.1:9100"));
+}

@@ -38,6 +38,12 @@ pub struct ConnectorConfig {
     /// strategy defaults to ON_CHANGE, as the ThingsBoard docs promise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_data_only_on_change: Option<bool>,
+    /// Extension: where the built-in `set` and `socket_set` RPCs may also write, besides the
+    /// peers a device's address filter matches (same grammar as `address`, e.g. `10.0.5.*:*`).
+    /// ThingsBoard writes anywhere; here any other address is refused, so that RPC rights in
+    /// ThingsBoard are not a way into the connector's network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc_set_allow: Vec<String>,
     /// The local socket the connector listens on.
     pub socket: SocketConfig,
     /// Devices: which peers they are and how their bytes become telemetry and attributes.

@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::DownlinkContext;
 use crate::events::RpcHandled;
 use crate::transport::DownlinkError;
+use connector_core::address_filter::peer_string;
 use connector_core::config::SocketKind;
 use connector_core::convert::text;
 use connector_core::downlink::messages::{ConnectorRpc, DeviceRpc};
@@ -187,11 +188,18 @@ async fn set(context: &DownlinkContext, params: &Value) -> RpcOutcome {
         return RpcOutcome::Error(format!("address {address:?} is not an IP address"));
     };
     let peer = SocketAddr::new(ip, port);
+    let snapshot = context.live.load();
+    if !snapshot.built.set_allowed(&peer_string(peer)) {
+        return RpcOutcome::Error(format!(
+            "set refused: {} is not the peer of a configured device (its address filters) nor in rpcSetAllow",
+            peer_string(peer)
+        ));
+    }
     let bytes = Bytes::from(value.into_bytes());
     match context.links.write_to_peer(peer, bytes.clone()).await {
         Ok(()) => RpcOutcome::Result(json!("ok")),
         Err(DownlinkError::NoConnection { .. })
-            if context.live.load().built.socket_kind == SocketKind::Tcp =>
+            if snapshot.built.socket_kind == SocketKind::Tcp =>
         {
             write_outbound(peer, &bytes).await
         }

@@ -10,7 +10,6 @@
 //! ids) and the queue is rewound: every unacknowledged record is sent again, oldest first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace, warn};
 
-use super::link::{explain, jitter, BACKOFF_MAX, BACKOFF_START};
+use super::link::{self, explain, jitter, ConnectFailure, BACKOFF_MAX, BACKOFF_START};
 use super::MqttSettings;
-use crate::events::{DatapointTooLarge, PoisonRecord};
+use crate::events::{ConnectionFailed, DatapointTooLarge, PoisonRecord};
 use crate::http::Health;
 use crate::metrics::metrics;
 use crate::queue::{Queue, Record, Topic};
@@ -140,6 +139,8 @@ pub struct Session {
     pub limits: watch::Receiver<SessionLimits>,
     pub health: Arc<Health>,
     pub stop: watch::Receiver<bool>,
+    /// Bumped when credential or certificate files changed: the session reconnects with them.
+    pub rotation: watch::Receiver<u64>,
 }
 
 /// What the session keeps between events.
@@ -273,10 +274,10 @@ impl Session {
                 biased;
                 polled = self.event_loop.poll() => match polled {
                     Ok(Event::Incoming(Incoming::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                        info!(%endpoint, "connected to ThingsBoard");
+                        info!(%endpoint, tls = self.settings.tls.is_some(), "connected to ThingsBoard");
                         backoff = BACKOFF_START;
                         connected = true;
-                        self.health.mqtt_connected.store(true, Ordering::Relaxed);
+                        self.health.connected();
                         metrics().mqtt_connected.set(1);
                         if connected_once {
                             metrics().mqtt_reconnects.inc();
@@ -324,21 +325,35 @@ impl Session {
                     Ok(event) => trace!(?event, "mqtt"),
                     Err(error) => {
                         self.session_lost(&mut flight, connected);
-                        if connected {
-                            connected = false;
-                            self.health.mqtt_connected.store(false, Ordering::Relaxed);
+                        let was_connected = std::mem::take(&mut connected);
+                        if was_connected {
                             metrics().mqtt_connected.set(0);
                         }
                         if disconnecting || (stopping && self.queue.is_drained()) {
                             return;
                         }
                         let delay = jitter(backoff);
-                        let (records, _) = self.queue.depth();
-                        warn!(%endpoint, retry_in_ms = delay.as_millis() as u64, queued = records, "ThingsBoard connection failed: {}", explain(&error));
+                        let (failure, hint) = explain(&error);
+                        self.health.disconnected(failure, &hint);
+                        ConnectionFailed {
+                            endpoint: &endpoint,
+                            failure,
+                            hint: &hint,
+                            was_connected,
+                            retry_in: delay,
+                            queued: self.queue.depth().0,
+                        }
+                        .emit();
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = crate::stop::stopped(&mut self.stop), if !stopping => {
                                 stopping = true;
+                            }
+                            // New credentials: try them now, not after the backoff.
+                            Ok(()) = self.rotation.changed() => {
+                                self.rotate_credentials(&mut flight, &mut connected, &endpoint);
+                                backoff = BACKOFF_START;
+                                continue;
                             }
                         }
                         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -372,8 +387,42 @@ impl Session {
                     }
                 }
                 _ = tick(&mut sync) => self.queue.sync(),
+                Ok(()) = self.rotation.changed() => {
+                    self.rotate_credentials(&mut flight, &mut connected, &endpoint);
+                }
                 // While stopping, look again for the queue to be drained and closed.
                 _ = tokio::time::sleep(STOP_POLL), if stopping => {}
+            }
+        }
+    }
+
+    /// Credential or certificate files changed: a new client with them (the session is lost and
+    /// the queue replayed, as on any reconnect), or, if they cannot be used, the current one.
+    fn rotate_credentials(&mut self, flight: &mut Flight, connected: &mut bool, endpoint: &str) {
+        match link::client(&self.settings) {
+            Ok((client, event_loop)) => {
+                info!(%endpoint, "credentials or certificates changed; reconnecting with them");
+                self.session_lost(flight, false);
+                if std::mem::take(connected) {
+                    metrics().mqtt_connected.set(0);
+                }
+                self.client = client;
+                self.event_loop = event_loop;
+            }
+            Err(error) => {
+                let hint =
+                    format!("changed credentials not used, keeping the current ones: {error}");
+                self.health
+                    .disconnected(ConnectFailure::CredentialsFile, &hint);
+                ConnectionFailed {
+                    endpoint,
+                    failure: ConnectFailure::CredentialsFile,
+                    hint: &hint,
+                    was_connected: false,
+                    retry_in: Duration::ZERO,
+                    queued: self.queue.depth().0,
+                }
+                .emit();
             }
         }
     }
