@@ -311,31 +311,49 @@ async fn missing_secret(
 ) -> Result<Option<String>, ReconcileError> {
     let namespace = sc.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let mut wanted: Vec<(String, &str, &str)> = Vec::new();
     for identity in &plan.identities {
-        let token = &identity.token;
-        match secrets.get_opt(&token.name).await? {
+        for (secret, key, purpose) in identity.credential.secret_keys() {
+            let owner = format!("{purpose} of replica {}", identity.index);
+            wanted.push((owner, secret, key));
+        }
+    }
+    let ca = plan.tls.as_ref().and_then(|tls| tls.ca.as_ref());
+    if let Some(crate::validate::CaSource::Secret(ca)) = ca {
+        wanted.push(("ThingsBoard CA".to_owned(), &ca.name, &ca.key));
+    }
+    for (purpose, name, key) in &wanted {
+        match secrets.get_opt(name).await? {
             None => {
                 return Ok(Some(format!(
-                    "Secret {}/{} (access token of replica {}) does not exist",
-                    namespace, token.name, identity.index
+                    "Secret {namespace}/{name} ({purpose}) does not exist"
                 )))
             }
             Some(secret) => {
-                let has_key = secret
-                    .data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&token.key))
+                let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(*key))
                     || secret
                         .string_data
                         .as_ref()
-                        .is_some_and(|d| d.contains_key(&token.key));
+                        .is_some_and(|d| d.contains_key(*key));
                 if !has_key {
                     return Ok(Some(format!(
-                        "Secret {}/{} has no key {:?} (access token of replica {})",
-                        namespace, token.name, token.key, identity.index
+                        "Secret {namespace}/{name} has no key {key:?} ({purpose})"
                     )));
                 }
             }
+        }
+    }
+    if let Some(crate::validate::CaSource::ConfigMap(ca)) = ca {
+        let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
+        let has_key = config_maps
+            .get_opt(&ca.name)
+            .await?
+            .is_some_and(|map| map.data.as_ref().is_some_and(|d| d.contains_key(&ca.key)));
+        if !has_key {
+            return Ok(Some(format!(
+                "ConfigMap {namespace}/{} has no key {:?} (ThingsBoard CA), or does not exist",
+                ca.name, ca.key
+            )));
         }
     }
     Ok(None)

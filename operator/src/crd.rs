@@ -39,6 +39,10 @@ pub const VERSION: &str = "v1alpha1";
     {
         "rule": "!has(self.replicas) || self.replicas <= 1 || (has(self.thingsboard.additionalAccessTokens) && size(self.thingsboard.additionalAccessTokens) >= self.replicas - 1)",
         "message": "replicas > 1 needs one access token per replica (thingsboard.accessToken plus thingsboard.additionalAccessTokens): ThingsBoard drops the older session when two connectors share a token"
+    },
+    {
+        "rule": "(has(self.thingsboard.accessToken) ? 1 : 0) + (has(self.thingsboard.usernamePassword) ? 1 : 0) + (has(self.thingsboard.clientCertificate) ? 1 : 0) == 1",
+        "message": "thingsboard needs exactly one of accessToken, usernamePassword and clientCertificate"
     }
 ]))]
 pub struct SocketConnectorSpec {
@@ -112,13 +116,15 @@ pub struct PersistenceSpec {
     pub storage_class_name: Option<String>,
 }
 
-/// The ThingsBoard MQTT endpoint and the gateway device credentials.
+/// The ThingsBoard MQTT endpoint and the gateway device credentials: exactly one of
+/// `accessToken`, `usernamePassword` and `clientCertificate`. Secrets are mounted read-only as
+/// files; the connector picks up a rotated Secret without a restart.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ThingsBoardSpec {
     /// ThingsBoard MQTT host.
     pub host: String,
-    /// ThingsBoard MQTT port (default 1883).
+    /// ThingsBoard MQTT port (default 1883; 8883 with TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
@@ -127,13 +133,81 @@ pub struct ThingsBoardSpec {
     #[schemars(range(min = 0, max = 1))]
     pub qos: Option<i32>,
     /// Secret key holding the access token of the gateway device (replica 0). Never inline.
-    pub access_token: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<SecretKeyRef>,
     /// Access tokens of replicas 1, 2, ...: one distinct gateway device per replica.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub additional_access_tokens: Vec<SecretKeyRef>,
+    /// ThingsBoard's MQTT basic credentials (`usernamePassword`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_password: Option<UsernamePasswordSpec>,
+    /// X.509 authentication: a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), as
+    /// cert-manager issues it. Turns TLS on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<TlsSecretRef>,
+    /// TLS to ThingsBoard. On with a CA, a client certificate or port 8883.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Gateway-wide report strategy, as in `tb_gateway.json` (`{"type": "ON_CHANGE"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_strategy: Option<connector_core::config::ReportStrategyConfig>,
+}
+
+/// MQTT basic credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsernamePasswordSpec {
+    /// The MQTT username.
+    pub username: String,
+    /// Secret key holding the password.
+    pub password: SecretKeyRef,
+    /// The MQTT client id ThingsBoard expects (default: `<namespace>.<name>-<replica>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// A `kubernetes.io/tls` Secret in the connector's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+}
+
+/// TLS towards ThingsBoard.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// TLS with the system's CAs when no CA is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The CA that signed ThingsBoard's certificate, from a Secret or a ConfigMap key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaRef>,
+}
+
+/// Where a CA certificate is: exactly one of `secret` and `configMap`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.secret) != has(self.configMap)",
+    "message": "tls.ca needs exactly one of secret and configMap"
+}]))]
+pub struct CaRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<KeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<KeyRef>,
+}
+
+/// A key of a Secret or ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct KeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
 }
 
 /// A key of a Secret in the connector's namespace.

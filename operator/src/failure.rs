@@ -13,6 +13,8 @@ pub enum Failure {
     DuplicateAccessToken,
     /// More replicas than access tokens.
     NotEnoughAccessTokens,
+    /// ThingsBoard credentials or TLS settings that cannot work together.
+    InvalidCredentials,
     /// Queue settings the connector would refuse.
     InvalidQueue,
     /// The memory limit is smaller than the queue needs.
@@ -33,6 +35,7 @@ impl Failure {
         Self::InvalidConfig,
         Self::DuplicateAccessToken,
         Self::NotEnoughAccessTokens,
+        Self::InvalidCredentials,
         Self::InvalidQueue,
         Self::QueueExceedsMemory,
         Self::SecretMissing,
@@ -47,6 +50,7 @@ impl Failure {
             Self::InvalidConfig => "InvalidConfig",
             Self::DuplicateAccessToken => "DuplicateAccessToken",
             Self::NotEnoughAccessTokens => "NotEnoughAccessTokens",
+            Self::InvalidCredentials => "InvalidCredentials",
             Self::InvalidQueue => "InvalidQueue",
             Self::QueueExceedsMemory => "QueueExceedsMemory",
             Self::SecretMissing => "SecretMissing",

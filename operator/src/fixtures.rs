@@ -74,3 +74,16 @@ pub fn persistent_queue_spec() -> SocketConnectorSpec {
     });
     spec
 }
+
+/// The TCP connector authenticating with an X.509 client certificate (a cert-manager
+/// `kubernetes.io/tls` Secret) against a ThingsBoard whose CA is in a ConfigMap.
+pub fn x509_spec() -> SocketConnectorSpec {
+    let mut spec = tcp_spec();
+    spec.thingsboard = serde_json::from_value(json!({
+        "host": "thingsboard.thingsboard.svc",
+        "clientCertificate": {"secretName": "line-1-gateway-cert"},
+        "tls": {"ca": {"configMap": {"name": "thingsboard-ca", "key": "ca.crt"}}}
+    }))
+    .expect("fixture thingsboard spec");
+    spec
+}

@@ -8,11 +8,13 @@ use connector_core::config::{ConnectorConfig, SocketKind};
 use connector_core::load::load_value;
 use sha2::{Digest, Sha256};
 
-use crate::crd::{QueueSpec, SecretKeyRef, SocketConnectorSpec};
+use crate::crd::{KeyRef, QueueSpec, SecretKeyRef, SocketConnectorSpec, ThingsBoardSpec};
 use crate::failure::Failure;
 
 pub const DEFAULT_METRICS_PORT: i32 = 9100;
 pub const DEFAULT_TB_PORT: i32 = 1883;
+/// ThingsBoard's MQTT-over-TLS port.
+pub const DEFAULT_TB_TLS_PORT: i32 = 8883;
 
 /// Why a spec cannot be rolled out ([`SpecError::failure`] names it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +30,10 @@ pub enum SpecError {
         secret: String,
         key: String,
     },
+    /// Credentials or TLS settings that cannot work together (the CRD's CEL rules stop the
+    /// commonest first).
+    #[error("spec.thingsboard: {0}")]
+    InvalidCredentials(String),
     /// More replicas than access tokens (the CRD's CEL rule normally stops this first).
     #[error("replicas is {replicas} but only {tokens} access token(s) are given; add thingsboard.additionalAccessTokens")]
     NotEnoughAccessTokens { replicas: usize, tokens: usize },
@@ -50,6 +56,7 @@ impl SpecError {
             Self::InvalidConfig(_) => Failure::InvalidConfig,
             Self::DuplicateAccessToken { .. } => Failure::DuplicateAccessToken,
             Self::NotEnoughAccessTokens { .. } => Failure::NotEnoughAccessTokens,
+            Self::InvalidCredentials(_) => Failure::InvalidCredentials,
             Self::InvalidQueue(_) => Failure::InvalidQueue,
             Self::QueueExceedsMemory { .. } => Failure::QueueExceedsMemory,
         }
@@ -60,8 +67,56 @@ impl SpecError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub index: usize,
-    pub token: SecretKeyRef,
+    pub credential: Credential,
     pub client_id: String,
+}
+
+/// How one pod proves itself to ThingsBoard; the secret parts stay in their Secrets and reach
+/// the pod as files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    AccessToken(SecretKeyRef),
+    UsernamePassword {
+        username: String,
+        password: SecretKeyRef,
+    },
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`).
+    ClientCertificate {
+        secret_name: String,
+    },
+}
+
+/// The key of a `kubernetes.io/tls` Secret holding the certificate, and the key.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+
+impl Credential {
+    /// The Secret keys the pod mounts: (secret, key, what it is for).
+    pub fn secret_keys(&self) -> Vec<(&str, &str, &'static str)> {
+        match self {
+            Self::AccessToken(token) => vec![(&token.name, &token.key, "access token")],
+            Self::UsernamePassword { password, .. } => {
+                vec![(&password.name, &password.key, "MQTT password")]
+            }
+            Self::ClientCertificate { secret_name } => vec![
+                (secret_name, TLS_CERT_KEY, "client certificate"),
+                (secret_name, TLS_KEY_KEY, "client certificate key"),
+            ],
+        }
+    }
+}
+
+/// Where the CA certificate of ThingsBoard's server comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    Secret(KeyRef),
+    ConfigMap(KeyRef),
+}
+
+/// TLS towards ThingsBoard; without a CA the system's CAs check the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPlan {
+    pub ca: Option<CaSource>,
 }
 
 /// What the builders need, derived once from a valid spec.
@@ -76,6 +131,9 @@ pub struct Plan {
     /// only update the ConfigMap, which the running connector reloads.
     pub restart_hash: String,
     pub identities: Vec<Identity>,
+    /// ThingsBoard's MQTT port.
+    pub thingsboard_port: i32,
+    pub tls: Option<TlsPlan>,
     pub port: u16,
     pub protocol: &'static str,
     pub metrics_port: i32,
@@ -114,34 +172,27 @@ pub fn validate(
     let loaded = load_value(value).map_err(|e| SpecError::InvalidConfig(e.to_string()))?;
 
     let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
-    let tokens: Vec<&SecretKeyRef> = std::iter::once(&spec.thingsboard.access_token)
-        .chain(&spec.thingsboard.additional_access_tokens)
-        .collect();
-    if replicas > tokens.len() {
-        return Err(SpecError::NotEnoughAccessTokens {
-            replicas,
-            tokens: tokens.len(),
-        });
-    }
-    let mut seen = BTreeSet::new();
-    for (index, token) in tokens.iter().enumerate().take(replicas.max(1)) {
-        if !seen.insert(*token) {
-            let first = tokens.iter().position(|t| t == token).unwrap_or_default();
-            return Err(SpecError::DuplicateAccessToken {
-                first,
-                second: index,
-                secret: token.name.clone(),
-                key: token.key.clone(),
-            });
-        }
-    }
-    let identities = (0..replicas.max(1))
-        .map(|index| Identity {
+    let credentials = credentials(&spec.thingsboard, replicas)?;
+    let identities = credentials
+        .into_iter()
+        .enumerate()
+        .map(|(index, credential)| Identity {
             index,
-            token: tokens[index].clone(),
-            client_id: format!("{namespace}.{name}-{index}"),
+            credential,
+            client_id: spec
+                .thingsboard
+                .username_password
+                .as_ref()
+                .and_then(|basic| basic.client_id.clone())
+                .unwrap_or_else(|| format!("{namespace}.{name}-{index}")),
         })
         .collect();
+    let tls = tls(&spec.thingsboard)?;
+    let thingsboard_port = spec.thingsboard.port.unwrap_or(if tls.is_some() {
+        DEFAULT_TB_TLS_PORT
+    } else {
+        DEFAULT_TB_PORT
+    });
 
     if let Some(queue) = &spec.queue {
         check_queue(queue)?;
@@ -164,6 +215,8 @@ pub fn validate(
         config_hash,
         restart_hash,
         identities,
+        thingsboard_port,
+        tls,
         port: loaded.config.socket.port,
         protocol: match loaded.config.socket.kind {
             SocketKind::Tcp => "TCP",
@@ -175,6 +228,96 @@ pub fn validate(
         warnings: loaded.warnings,
         memory_limit,
     })
+}
+
+/// One credential per pod: distinct access tokens for replicas; basic credentials and client
+/// certificates are one gateway identity, so one pod.
+fn credentials(tb: &ThingsBoardSpec, replicas: usize) -> Result<Vec<Credential>, SpecError> {
+    let invalid = |message: &str| Err(SpecError::InvalidCredentials(message.to_owned()));
+    let kinds = usize::from(tb.access_token.is_some())
+        + usize::from(tb.username_password.is_some())
+        + usize::from(tb.client_certificate.is_some());
+    if kinds != 1 {
+        return invalid("give exactly one of accessToken, usernamePassword and clientCertificate");
+    }
+    if tb.access_token.is_none() && !tb.additional_access_tokens.is_empty() {
+        return invalid("additionalAccessTokens go with accessToken");
+    }
+    let single = |credential: Credential| {
+        if replicas > 1 {
+            invalid("replicas > 1 needs one access token per replica (accessToken and additionalAccessTokens); usernamePassword and clientCertificate are one gateway identity, which ThingsBoard lets connect once")
+        } else {
+            Ok(vec![credential])
+        }
+    };
+    if let Some(basic) = &tb.username_password {
+        return single(Credential::UsernamePassword {
+            username: basic.username.clone(),
+            password: basic.password.clone(),
+        });
+    }
+    if let Some(certificate) = &tb.client_certificate {
+        return single(Credential::ClientCertificate {
+            secret_name: certificate.secret_name.clone(),
+        });
+    }
+    let tokens: Vec<&SecretKeyRef> = tb
+        .access_token
+        .iter()
+        .chain(&tb.additional_access_tokens)
+        .collect();
+    if replicas > tokens.len() {
+        return Err(SpecError::NotEnoughAccessTokens {
+            replicas,
+            tokens: tokens.len(),
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for (index, token) in tokens.iter().enumerate().take(replicas.max(1)) {
+        if !seen.insert(*token) {
+            let first = tokens.iter().position(|t| t == token).unwrap_or_default();
+            return Err(SpecError::DuplicateAccessToken {
+                first,
+                second: index,
+                secret: token.name.clone(),
+                key: token.key.clone(),
+            });
+        }
+    }
+    Ok(tokens
+        .into_iter()
+        .take(replicas.max(1))
+        .map(|token| Credential::AccessToken(token.clone()))
+        .collect())
+}
+
+/// TLS is on with a CA, a client certificate, port 8883 or `tls.enabled`; turning it off
+/// explicitly while asking for one of those is a contradiction, not a guess.
+fn tls(tb: &ThingsBoardSpec) -> Result<Option<TlsPlan>, SpecError> {
+    let spec = tb.tls.clone().unwrap_or_default();
+    let ca = match &spec.ca {
+        None => None,
+        Some(ca) => match (&ca.secret, &ca.config_map) {
+            (Some(secret), None) => Some(CaSource::Secret(secret.clone())),
+            (None, Some(config_map)) => Some(CaSource::ConfigMap(config_map.clone())),
+            _ => {
+                return Err(SpecError::InvalidCredentials(
+                    "tls.ca needs exactly one of secret and configMap".to_owned(),
+                ))
+            }
+        },
+    };
+    let implied =
+        ca.is_some() || tb.client_certificate.is_some() || tb.port == Some(DEFAULT_TB_TLS_PORT);
+    match spec.enabled {
+        Some(false) if implied => Err(SpecError::InvalidCredentials(
+            "tls.enabled is false, but a CA, a client certificate or port 8883 needs TLS"
+                .to_owned(),
+        )),
+        Some(true) => Ok(Some(TlsPlan { ca })),
+        _ if implied => Ok(Some(TlsPlan { ca })),
+        _ => Ok(None),
+    }
 }
 
 /// The memory the connector needs with its queue settings, checked against the spec's limit;
@@ -342,7 +485,8 @@ mod tests {
             validate(&spec, "ns", "n").unwrap_err().failure(),
             Failure::NotEnoughAccessTokens
         );
-        spec.thingsboard.additional_access_tokens = vec![spec.thingsboard.access_token.clone()];
+        spec.thingsboard.additional_access_tokens =
+            vec![spec.thingsboard.access_token.clone().unwrap()];
         assert_eq!(
             validate(&spec, "ns", "n").unwrap_err().failure(),
             Failure::DuplicateAccessToken
@@ -351,6 +495,87 @@ mod tests {
         let plan = validate(&spec, "ns", "n").unwrap();
         assert_eq!(plan.identities.len(), 2);
         assert_ne!(plan.identities[0].client_id, plan.identities[1].client_id);
+    }
+
+    #[test]
+    fn one_kind_of_credentials_and_tls_that_fits() {
+        let token = fixtures::tcp_spec();
+        let plan = validate(&token, "ns", "n").unwrap();
+        assert_eq!(plan.tls, None);
+        assert_eq!(plan.thingsboard_port, DEFAULT_TB_PORT);
+
+        let x509 = fixtures::x509_spec();
+        let plan = validate(&x509, "ns", "n").unwrap();
+        assert_eq!(
+            plan.identities[0].credential,
+            Credential::ClientCertificate {
+                secret_name: "line-1-gateway-cert".to_owned()
+            }
+        );
+        assert!(matches!(
+            plan.tls,
+            Some(TlsPlan {
+                ca: Some(CaSource::ConfigMap(_))
+            })
+        ));
+        assert_eq!(
+            plan.thingsboard_port, DEFAULT_TB_TLS_PORT,
+            "TLS defaults to 8883"
+        );
+
+        let invalid = |spec: &SocketConnectorSpec| {
+            let error = validate(spec, "ns", "n").unwrap_err();
+            assert_eq!(error.failure(), Failure::InvalidCredentials);
+            error.to_string()
+        };
+        let mut both = x509.clone();
+        both.thingsboard.access_token = token.thingsboard.access_token.clone();
+        assert_eq!(
+            invalid(&both),
+            "spec.thingsboard: give exactly one of accessToken, usernamePassword and clientCertificate"
+        );
+        let mut plain = x509.clone();
+        plain.thingsboard.tls.as_mut().unwrap().enabled = Some(false);
+        assert!(invalid(&plain).contains("tls.enabled is false"));
+        let mut replicated = x509.clone();
+        replicated.replicas = Some(2);
+        assert!(invalid(&replicated).starts_with("spec.thingsboard: replicas > 1"));
+        let mut two_cas = x509.clone();
+        two_cas
+            .thingsboard
+            .tls
+            .as_mut()
+            .unwrap()
+            .ca
+            .as_mut()
+            .unwrap()
+            .secret = Some(crate::crd::KeyRef {
+            name: "ca".to_owned(),
+            key: "ca.crt".to_owned(),
+        });
+        assert!(invalid(&two_cas).contains("exactly one of secret and configMap"));
+
+        let mut basic = token.clone();
+        basic.thingsboard.access_token = None;
+        basic.thingsboard.username_password = Some(crate::crd::UsernamePasswordSpec {
+            username: "gateway".to_owned(),
+            password: SecretKeyRef {
+                name: "tb".to_owned(),
+                key: "password".to_owned(),
+            },
+            client_id: Some("line-1".to_owned()),
+        });
+        basic.thingsboard.tls = Some(crate::crd::TlsSpec {
+            enabled: Some(true),
+            ca: None,
+        });
+        let plan = validate(&basic, "ns", "n").unwrap();
+        assert_eq!(
+            plan.identities[0].client_id, "line-1",
+            "ThingsBoard's client id"
+        );
+        assert_eq!(plan.tls, Some(TlsPlan { ca: None }), "the system's CAs");
+        assert_eq!(plan.thingsboard_port, DEFAULT_TB_TLS_PORT);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
-use socket_connector_operator::crd::SocketConnector;
+use socket_connector_operator::crd::{SecretKeyRef, SocketConnector};
 
 const KUBE_VERSION: &str = "1.34.0";
 
@@ -288,7 +288,10 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
     }))
     .unwrap();
     let mut connector = connector;
-    connector.spec.thingsboard.access_token.name = "gateway-token".into();
+    connector.spec.thingsboard.access_token = Some(SecretKeyRef {
+        name: "gateway-token".into(),
+        key: "accessToken".into(),
+    });
     connectors
         .create(&PostParams::default(), &connector)
         .await

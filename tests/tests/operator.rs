@@ -201,6 +201,17 @@ async fn operator_on_a_real_api_server() {
     assert!(rejection(&client, ns, port_zero)
         .await
         .contains("socket.port must be 1-65535"));
+    let mut two_identities = spec(1883, 50000, 9100);
+    two_identities["thingsboard"]["clientCertificate"] = json!({"secretName": "gateway-cert"});
+    assert!(rejection(&client, ns, two_identities)
+        .await
+        .contains("exactly one of accessToken, usernamePassword and clientCertificate"));
+    let mut two_cas = spec(1883, 50000, 9100);
+    two_cas["thingsboard"]["tls"] = json!({"ca": {"secret": {"name": "a", "key": "ca.crt"},
+        "configMap": {"name": "b", "key": "ca.crt"}}});
+    assert!(rejection(&client, ns, two_cas)
+        .await
+        .contains("tls.ca needs exactly one of secret and configMap"));
     let mut sctp = spec(1883, 50000, 9100);
     sctp["connector"]["socket"]["type"] = json!("SCTP");
     assert!(rejection(&client, ns, sctp)
@@ -305,7 +316,7 @@ async fn operator_on_a_real_api_server() {
     );
 
     // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
-    run_rendered_pod(&deployment, &config_map, &broker, device_port).await;
+    run_rendered_pod(&client, ns, &deployment, &config_map, &broker, device_port).await;
 
     // --- A device change only updates the ConfigMap: the running connector hot-reloads it, so
     // the pods keep running (same restart hash on the pod template).
@@ -535,6 +546,8 @@ fn pod_hash(deployment: &Deployment) -> String {
 /// Runs the connector binary with the rendered container's command, args and environment (the
 /// token taken from the Secret, as the kubelet would) and the ConfigMap at the mounted path.
 async fn run_rendered_pod(
+    client: &Client,
+    ns: &str,
     deployment: &Deployment,
     config_map: &ConfigMap,
     broker: &Mosquitto,
@@ -553,34 +566,61 @@ async fn run_rendered_pod(
         container.command.as_deref(),
         Some(&["socket-connector".to_owned()][..])
     );
+    // Each volume as the kubelet would mount it: the ConfigMap's file and the projected
+    // Secret keys, under a temporary directory standing in for the mount path.
     let dir = tempfile::tempdir().unwrap();
-    let mount = container.volume_mounts.as_ref().unwrap()[0]
-        .mount_path
-        .clone();
-    let config_path = dir.path().join("socket.json");
-    std::fs::write(
-        &config_path,
-        &config_map.data.as_ref().unwrap()["socket.json"],
-    )
-    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.as_ref().unwrap() {
+        let local = dir.path().join(&mount.name);
+        std::fs::create_dir_all(&local).unwrap();
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == mount.name)
+            .unwrap();
+        if volume.config_map.is_some() {
+            std::fs::write(
+                local.join("socket.json"),
+                &config_map.data.as_ref().unwrap()["socket.json"],
+            )
+            .unwrap();
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
+            let projection = source.secret.as_ref().expect("a Secret projection");
+            let secret = secrets.get(&projection.name).await.unwrap();
+            for item in projection.items.iter().flatten() {
+                let value = &secret.data.as_ref().unwrap()[&item.key];
+                std::fs::write(local.join(&item.path), &value.0).unwrap();
+            }
+        }
+        mounts.push((mount.mount_path.clone(), local.display().to_string()));
+    }
     let args: Vec<String> = container
         .args
         .clone()
         .unwrap()
         .into_iter()
         .map(|arg| {
-            arg.replace(
-                &format!("{mount}/socket.json"),
-                &config_path.display().to_string(),
-            )
+            mounts.iter().fold(arg, |arg, (mount, local)| {
+                arg.replace(mount.as_str(), local)
+            })
         })
         .collect();
-    let env = &container.env.as_ref().unwrap()[0];
-    assert_eq!(env.name, "TB_ACCESS_TOKEN");
+    assert_eq!(
+        container.env, None,
+        "credentials come as files, not variables"
+    );
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let mut child = std::process::Command::new(e2e_tests::connector::binary())
         .args(&args)
-        .env("TB_ACCESS_TOKEN", "gateway-token-1")
+        .env_remove("TB_ACCESS_TOKEN")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

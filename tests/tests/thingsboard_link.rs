@@ -438,3 +438,76 @@ async fn tb_gateway_json_of_each_security_type() {
         drop(broker);
     }
 }
+
+/// What the operator renders for a `clientCertificate` connector (the projected Secret's files
+/// and the flags naming them) connects to an X.509 listener: the kubelet's mounts are
+/// directories of this test, everything else is the Deployment's container as rendered.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operators_x509_pod_connects() {
+    use socket_connector_operator::build::{children, Child, Defaults};
+    use socket_connector_operator::crd::SocketConnector;
+
+    let pki = Pki::new(&["127.0.0.1"]);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start_with_listener(port, &x509_listener(&pki, dir.path()));
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let mut spec = socket_connector_operator::fixtures::x509_spec();
+    spec.thingsboard.host = "127.0.0.1".to_owned();
+    spec.thingsboard.port = Some(i32::from(port));
+    spec.connector.socket.port = free_port();
+    spec.connector.devices[0].device_name = "Press 1".to_owned();
+    spec.metrics_port = Some(i32::from(free_port()));
+    let mut sc = SocketConnector::new("line-1", spec);
+    sc.metadata.namespace = Some("plant".to_owned());
+    let plan = socket_connector_operator::validate::validate(&sc.spec, "plant", "line-1").unwrap();
+    let rendered = children(&sc, &plan, &Defaults::default());
+    let config = rendered
+        .iter()
+        .find_map(|child| match child {
+            Child::ConfigMap(map) => Some(map.data.clone().unwrap()["socket.json"].clone()),
+            _ => None,
+        })
+        .unwrap();
+    let container = rendered
+        .iter()
+        .find_map(|child| match child {
+            Child::Deployment(deployment) => Some(
+                deployment
+                    .spec
+                    .clone()
+                    .unwrap()
+                    .template
+                    .spec
+                    .unwrap()
+                    .containers[0]
+                    .clone(),
+            ),
+            _ => None,
+        })
+        .unwrap();
+    // `run --log-format json` is what the harness passes itself.
+    let args: Vec<String> = container.args.unwrap()[1..]
+        .join("\n")
+        .replace("--log-format\njson", "")
+        .replace("/etc/socket-connector", "{dir}")
+        .replace("/var/run/secrets/thingsboard", "{dir}")
+        .split('\n')
+        .filter(|arg| !arg.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let connector = ConnectorProcess::start_args(
+        &[
+            ("socket.json", config.as_bytes()),
+            ("ca.crt", pki.ca.as_bytes()),
+            ("tls.crt", pki.client.as_bytes()),
+            ("tls.key", pki.client_key.as_bytes()),
+        ],
+        &args,
+    );
+    connector.wait_for_log("connected to ThingsBoard");
+    let mut device = TcpStream::connect(("127.0.0.1", connector.local_addr.port())).unwrap();
+    device.write_all(b"24.5").unwrap();
+    expect_arrives(&mut peer, "24.5").await;
+}

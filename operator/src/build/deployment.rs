@@ -1,14 +1,15 @@
 //! One Deployment per gateway identity (never two pods with one token: `Recreate`), running the
-//! connector with the ConfigMap mounted, the token from its Secret and the queue on its claim.
+//! connector with the ConfigMap mounted, its ThingsBoard credentials as files from their Secrets
+//! (so a rotated Secret reaches the running connector) and the queue on its claim.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -17,10 +18,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::queue_claim::queue_claim_name;
 use super::{
     config_map_name, deployment_name, labels, metadata, Defaults, CONFIG_DIR, CONFIG_FILE,
-    MANAGED_BY_LABEL, QUEUE_DIR, REPLICA_LABEL, RESTART_HASH_ANNOTATION,
+    CREDENTIALS_DIR, MANAGED_BY_LABEL, QUEUE_DIR, REPLICA_LABEL, RESTART_HASH_ANNOTATION,
 };
 use crate::crd::SocketConnector;
-use crate::validate::{Identity, Plan, DEFAULT_TB_PORT};
+use crate::validate::{CaSource, Credential, Identity, Plan, TLS_CERT_KEY, TLS_KEY_KEY};
 
 pub fn deployments(sc: &SocketConnector, plan: &Plan, defaults: &Defaults) -> Vec<Deployment> {
     plan.identities
@@ -50,7 +51,7 @@ fn deployment(
         "--tb-host".to_owned(),
         tb.host.clone(),
         "--tb-port".to_owned(),
-        tb.port.unwrap_or(DEFAULT_TB_PORT).to_string(),
+        plan.thingsboard_port.to_string(),
         "--qos".to_owned(),
         tb.qos.unwrap_or(1).to_string(),
         "--client-id".to_owned(),
@@ -62,6 +63,8 @@ fn deployment(
         "--shutdown-grace-seconds".to_owned(),
         "20".to_owned(),
     ];
+    let (credential_args, credentials) = credentials(identity, plan);
+    args.extend(credential_args);
     if let Some(strategy) = &tb.report_strategy {
         args.push("--report-strategy".to_owned());
         args.push(serde_json::to_string(strategy).unwrap_or_default());
@@ -80,20 +83,39 @@ fn deployment(
         "queue-directory",
         queue.persistence.as_ref().map(|_| QUEUE_DIR.to_owned()),
     );
-    let mut volume_mounts = vec![VolumeMount {
-        name: "config".to_owned(),
-        mount_path: CONFIG_DIR.to_owned(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }];
-    let mut volumes = vec![Volume {
-        name: "config".to_owned(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(sc),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: "config".to_owned(),
+            mount_path: CONFIG_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "thingsboard".to_owned(),
+            mount_path: CREDENTIALS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(sc),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "thingsboard".to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(credentials),
+                // Readable by the connector's group (fsGroup) only.
+                default_mode: Some(0o440),
+            }),
+            ..Volume::default()
+        },
+    ];
     if queue.persistence.is_some() {
         volume_mounts.push(VolumeMount {
             name: "queue".to_owned(),
@@ -125,18 +147,6 @@ fn deployment(
         image_pull_policy: spec.image_pull_policy.clone(),
         command: Some(vec!["socket-connector".to_owned()]),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "TB_ACCESS_TOKEN".to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: identity.token.name.clone(),
-                    key: identity.token.key.clone(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("device".to_owned()),
@@ -221,6 +231,83 @@ fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// The connector's credential flags and the projection that puts the files they name into
+/// [`CREDENTIALS_DIR`]. A projected volume, not `subPath` mounts or environment variables: the
+/// kubelet updates it when a Secret rotates, and the connector reconnects with the new files.
+fn credentials(identity: &Identity, plan: &Plan) -> (Vec<String>, Vec<VolumeProjection>) {
+    let file = |name: &str| format!("{CREDENTIALS_DIR}/{name}");
+    let secret = |name: &str, items: Vec<(&str, &str)>| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: name.to_owned(),
+            items: Some(
+                items
+                    .into_iter()
+                    .map(|(key, path)| KeyToPath {
+                        key: key.to_owned(),
+                        path: path.to_owned(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    };
+    let (mut args, mut sources) = match &identity.credential {
+        Credential::AccessToken(token) => (
+            vec!["--token-file".to_owned(), file("access-token")],
+            vec![secret(&token.name, vec![(&token.key, "access-token")])],
+        ),
+        Credential::UsernamePassword { username, password } => (
+            vec![
+                "--tb-username".to_owned(),
+                username.clone(),
+                "--tb-password-file".to_owned(),
+                file("password"),
+            ],
+            vec![secret(&password.name, vec![(&password.key, "password")])],
+        ),
+        Credential::ClientCertificate { secret_name } => (
+            vec![
+                "--tb-client-cert".to_owned(),
+                file(TLS_CERT_KEY),
+                "--tb-client-key".to_owned(),
+                file(TLS_KEY_KEY),
+            ],
+            vec![secret(
+                secret_name,
+                vec![(TLS_CERT_KEY, TLS_CERT_KEY), (TLS_KEY_KEY, TLS_KEY_KEY)],
+            )],
+        ),
+    };
+    if let Some(tls) = &plan.tls {
+        args.push("--tb-tls".to_owned());
+        match &tls.ca {
+            None => {}
+            Some(CaSource::Secret(ca)) => {
+                args.extend(["--tb-ca-cert".to_owned(), file("ca.crt")]);
+                sources.push(secret(&ca.name, vec![(&ca.key, "ca.crt")]));
+            }
+            Some(CaSource::ConfigMap(ca)) => {
+                args.extend(["--tb-ca-cert".to_owned(), file("ca.crt")]);
+                sources.push(VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: ca.name.clone(),
+                        items: Some(vec![KeyToPath {
+                            key: ca.key.clone(),
+                            path: "ca.crt".to_owned(),
+                            mode: None,
+                        }]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                });
+            }
+        }
+    }
+    (args, sources)
 }
 
 /// The spec's resources, with a memory limit the queue fits in when it gives none; requests are a

@@ -29,6 +29,8 @@ pub const CONFIG_DIR: &str = "/etc/socket-connector";
 pub const RESTART_HASH_ANNOTATION: &str = "tbsc.io/restart-hash";
 /// Where a persistent queue is mounted.
 pub const QUEUE_DIR: &str = "/var/lib/socket-connector/queue";
+/// Where the ThingsBoard credentials (token, password, client certificate, CA) are mounted.
+pub const CREDENTIALS_DIR: &str = "/var/run/secrets/thingsboard";
 pub const REPLICA_LABEL: &str = "tbsc.io/replica";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";

@@ -58,6 +58,11 @@ fn connector_with_a_persistent_queue() {
 }
 
 #[test]
+fn connector_with_a_client_certificate() {
+    golden("x509", &render(&resource("line-1", fixtures::x509_spec())));
+}
+
+#[test]
 fn queue_settings_the_connector_refuses_are_rejected() {
     let mut spec = fixtures::tcp_spec();
     spec.queue = Some(crate::crd::QueueSpec {
@@ -123,15 +128,20 @@ fn children_are_owned_labelled_and_restricted() {
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.allow_privilege_escalation, Some(false));
-        let token = container.env.as_ref().unwrap()[0]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
+        assert_eq!(container.env, None, "no credentials in the environment");
+        let projected = pod.volumes.as_ref().unwrap()[1].projected.as_ref().unwrap();
+        let token = projected.sources.as_ref().unwrap()[0]
+            .secret
             .as_ref()
             .unwrap();
-        assert_eq!(token.key, ["gateway-a", "gateway-b"][index]);
+        let item = &token.items.as_ref().unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            (["gateway-a", "gateway-b"][index], "access-token")
+        );
         let args = container.args.as_ref().unwrap();
+        let token_file = &args[args.iter().position(|a| a == "--token-file").unwrap() + 1];
+        assert_eq!(token_file, "/var/run/secrets/thingsboard/access-token");
         let client_id = &args[args.iter().position(|a| a == "--client-id").unwrap() + 1];
         assert_eq!(client_id, &format!("plant.meters-{index}"));
     }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use socket_connector_operator::crd::SocketConnector;
+use socket_connector_operator::crd::{SecretKeyRef, SocketConnector};
 
 const NAMESPACE: &str = "bench";
 const RESOURCES: [&str; 5] = [
@@ -137,7 +137,10 @@ async fn main() -> anyhow::Result<()> {
             let api = api.clone();
             async move {
                 let mut spec = socket_connector_operator::fixtures::tcp_spec();
-                spec.thingsboard.access_token.name = "gateway-token".into();
+                spec.thingsboard.access_token = Some(SecretKeyRef {
+                    name: "gateway-token".into(),
+                    key: "accessToken".into(),
+                });
                 let object = SocketConnector::new(&format!("connector-{i:04}"), spec);
                 if let Err(e) = api.create(&PostParams::default(), &object).await {
                     eprintln!("create connector-{i:04}: {e}");
