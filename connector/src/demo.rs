@@ -58,6 +58,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         metrics_address: None,
         queue: Default::default(),
         max_devices: crate::runtime::DEFAULT_MAX_DEVICES,
+        batching: Default::default(),
     };
     let connector = Connector::start(&loaded, settings).await?;
     let device_addr = connector.local_addr();

@@ -42,6 +42,8 @@ labels!(
         DatapointTooLarge => "datapoint_too_large",
         /// A queued publish that kept breaking the MQTT session (quarantined).
         PoisonRecord => "poison_record",
+        /// UDP datagrams the kernel dropped because the socket's receive buffer was full.
+        UdpReceiveBufferFull => "udp_receive_buffer_full",
     }
 );
 
@@ -228,6 +230,43 @@ impl DatagramRejected<'_> {
     pub fn emit(self) {
         metrics().datagrams_rejected.inc();
         debug!(peer = %self.peer, "datagram dropped: no device's address filter matches this peer");
+    }
+}
+
+/// Datagrams the kernel dropped for the UDP socket since the last look: the receive buffer was
+/// full (the connector fell behind a burst).
+pub struct UdpKernelDrops {
+    pub count: u64,
+    pub receive_buffer: usize,
+}
+
+impl UdpKernelDrops {
+    pub fn emit(self) {
+        count_drop(DropReason::UdpReceiveBufferFull, self.count as usize);
+        warn_throttled(
+            "udp_receive_buffer_full",
+            format_args!(
+                "{} UDP datagrams dropped by the kernel: the socket's receive buffer ({} bytes) was full; raise socket.receiveBufferSize (net.core.rmem_max caps it)",
+                self.count, self.receive_buffer
+            ),
+        );
+    }
+}
+
+/// The kernel granted a smaller UDP receive buffer than configured.
+pub struct UdpReceiveBufferCapped {
+    pub requested: usize,
+    pub granted: usize,
+}
+
+impl UdpReceiveBufferCapped {
+    pub fn emit(self) {
+        warn!(
+            requested = self.requested,
+            granted = self.granted,
+            "the kernel capped the UDP receive buffer at {} of the {} bytes asked for; bursts beyond it are dropped (raise the sysctl net.core.rmem_max)",
+            self.granted, self.requested
+        );
     }
 }
 

@@ -13,6 +13,7 @@ use connector_core::settings::{Fsync, FullPolicy};
 use crate::queue::{QueueSettings, Storage};
 use crate::runtime::{GatewaySettings, DEFAULT_MAX_DEVICES};
 use crate::thingsboard::link::{Auth, Secret, MAX_PAYLOAD};
+use crate::thingsboard::uplink::{Batching, DEFAULT_LINGER, DEFAULT_MAX_MESSAGES_PER_BATCH};
 use crate::thingsboard::MqttSettings;
 
 /// What the command line (flags and environment variables) says; `None` leaves it to the file.
@@ -39,6 +40,8 @@ pub struct Overrides {
     pub keep_alive: Duration,
     pub metrics_address: Option<SocketAddr>,
     pub max_devices: Option<usize>,
+    pub min_pack_send_delay_ms: Option<u64>,
+    pub min_pack_size_to_send: Option<usize>,
     pub queue_directory: Option<PathBuf>,
     pub queue_max_bytes: Option<u64>,
     pub queue_full_policy: FullPolicy,
@@ -61,6 +64,8 @@ const TLS_PORT: u16 = 8883;
 const DEFAULT_MAX_PAYLOAD: usize = 8196;
 const DEFAULT_MEMORY_QUEUE: u64 = 64 << 20;
 const DEFAULT_DISK_QUEUE: u64 = 1 << 30;
+/// Longest accepted linger: beyond a second, batching only adds latency.
+const MAX_LINGER_MS: u64 = 1000;
 
 /// Merges flags over `tb_gateway.json` over defaults. `random_id` names the MQTT client when
 /// nothing else does.
@@ -121,6 +126,23 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
             .and_then(|(name, _)| name.clone())
     });
     let queue = queue(&overrides, file.as_ref().and_then(|f| f.storage.clone()));
+    let linger_ms = overrides
+        .min_pack_send_delay_ms
+        .or(file.as_ref().and_then(|f| f.min_pack_send_delay_ms));
+    if linger_ms.is_some_and(|ms| ms > MAX_LINGER_MS) {
+        return Err(format!(
+            "minPackSendDelayMS {} is above {MAX_LINGER_MS} ms: data would wait that long before every publish",
+            linger_ms.unwrap_or_default()
+        ));
+    }
+    let batching = Batching {
+        linger: linger_ms.map_or(DEFAULT_LINGER, Duration::from_millis),
+        max_messages: overrides
+            .min_pack_size_to_send
+            .or(file.as_ref().and_then(|f| f.min_pack_size_to_send))
+            .unwrap_or(DEFAULT_MAX_MESSAGES_PER_BATCH)
+            .max(1),
+    };
     let client_id = overrides
         .client_id
         .clone()
@@ -142,6 +164,7 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
         metrics_address: overrides.metrics_address,
         queue,
         max_devices: overrides.max_devices.unwrap_or(DEFAULT_MAX_DEVICES),
+        batching,
     };
     Ok(Resolved {
         settings,
@@ -367,6 +390,59 @@ mod tests {
                 fsync: Fsync::Every(Duration::from_secs(1))
             }
         );
+    }
+
+    #[test]
+    fn batching_comes_from_min_pack_settings_and_is_bounded() {
+        let batching = |extra: serde_json::Value, flags: Overrides| {
+            let (_dir, path) = gateway_file(
+                serde_json::json!({"type": "accessToken", "accessToken": "t"}),
+                serde_json::json!({}),
+            );
+            let mut file: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            if let (Some(tb), Some(extra)) =
+                (file["thingsboard"].as_object_mut(), extra.as_object())
+            {
+                tb.extend(extra.clone());
+            }
+            std::fs::write(&path, file.to_string()).unwrap();
+            resolve(
+                Overrides {
+                    gateway_config: Some(path),
+                    config: None,
+                    ..flags
+                },
+                1,
+            )
+            .map(|resolved| resolved.settings.batching)
+        };
+        assert_eq!(
+            batching(serde_json::json!({}), overrides()).unwrap(),
+            Batching::default()
+        );
+        let from_file = serde_json::json!({"minPackSendDelayMS": 50, "minPackSizeToSend": 500});
+        assert_eq!(
+            batching(from_file.clone(), overrides()).unwrap(),
+            Batching {
+                linger: Duration::from_millis(50),
+                max_messages: 500
+            }
+        );
+        let flags = Overrides {
+            min_pack_send_delay_ms: Some(0),
+            ..overrides()
+        };
+        assert_eq!(
+            batching(from_file, flags).unwrap(),
+            Batching {
+                linger: Duration::ZERO,
+                max_messages: 500
+            }
+        );
+        let error =
+            batching(serde_json::json!({"minPackSendDelayMS": 5000}), overrides()).unwrap_err();
+        assert!(error.contains("minPackSendDelayMS 5000"), "{error}");
     }
 
     #[test]

@@ -179,6 +179,14 @@ struct ThingsBoardArgs {
     /// beyond it the longest silent are disconnected and forgotten until they send again.
     #[arg(long, env = "MAX_DEVICES")]
     max_devices: Option<usize>,
+    /// After the first message of a batch, milliseconds to wait for more before publishing
+    /// (ThingsBoard's `minPackSendDelayMS`, at most 1000; default 2; 0 publishes what is waiting).
+    #[arg(long, env = "TB_MIN_PACK_SEND_DELAY_MS")]
+    min_pack_send_delay_ms: Option<u64>,
+    /// Messages in one batch at most; a full batch is published at once (ThingsBoard's
+    /// `minPackSizeToSend`; default 4096).
+    #[arg(long, env = "TB_MIN_PACK_SIZE_TO_SEND")]
+    min_pack_size_to_send: Option<usize>,
     /// Serve Prometheus `/metrics` and the `/healthz`, `/readyz` and `/status` probes on this
     /// address, e.g. 0.0.0.0:9100. Off when absent.
     #[arg(long, env = "METRICS_ADDRESS")]
@@ -210,6 +218,8 @@ impl RunArgs {
             keep_alive: Duration::from_secs(tb.keep_alive_seconds),
             metrics_address: tb.metrics_address,
             max_devices: tb.max_devices,
+            min_pack_send_delay_ms: tb.min_pack_send_delay_ms,
+            min_pack_size_to_send: tb.min_pack_size_to_send,
             queue_directory: self.queue.queue_directory.clone(),
             queue_max_bytes: self.queue.queue_max_bytes,
             queue_full_policy: self.queue.queue_full_policy,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -20,7 +20,7 @@ use crate::queue::{Queue, QueueSettings};
 use crate::reload::Reloader;
 use crate::supervisor::{Failures, Supervisor, TaskFailure};
 use crate::thingsboard::session::Session;
-use crate::thingsboard::uplink::{Uplink, UplinkSettings};
+use crate::thingsboard::uplink::{Batching, Uplink, UplinkSettings};
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
 use crate::transport::limits::ConnectionLimits;
 use crate::transport::{self, client, DeviceLinks, Ingest};
@@ -43,6 +43,8 @@ pub struct GatewaySettings {
     /// Devices connected in ThingsBoard at most (names read from frames can be many); the longest
     /// silent are disconnected beyond it.
     pub max_devices: usize,
+    /// How converted messages are gathered into publishes (`minPackSendDelayMS`).
+    pub batching: Batching,
 }
 
 /// Default of [`GatewaySettings::max_devices`].
@@ -141,8 +143,7 @@ impl Connector {
                 (supervisor.spawn("listener", serve), local)
             }
             (SocketKind::Udp, _) => {
-                let udp = UdpSocket::bind(address)
-                    .await
+                let udp = transport::udp::bind(address, loaded.built.receive_buffer)
                     .with_context(|| format!("cannot bind UDP {address}"))?;
                 let local = udp.local_addr()?;
                 let serve = transport::udp::serve(Arc::new(udp), ingest, stop_rx.clone());
@@ -208,6 +209,7 @@ impl Connector {
                 connector_name,
                 report_strategy: settings.report_strategy,
                 max_devices: settings.max_devices,
+                batching: settings.batching,
             },
             last_values,
             limits_rx,

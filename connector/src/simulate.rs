@@ -287,6 +287,22 @@ pub fn socket_json(protocol: Protocol, port: u16, buffer_size: usize) -> Value {
     })
 }
 
+/// ThingsBoard's way of reading the same frames: no framing (each read or datagram is one
+/// message, so the generator must send one frame per write) and, as ThingsBoard's examples have,
+/// an attribute next to the telemetry: `connection`, the frame's last digit.
+pub fn socket_json_unframed(protocol: Protocol, port: u16, buffer_size: usize) -> Value {
+    let mut config = socket_json(protocol, port, buffer_size);
+    if let Some(socket) = config["socket"].as_object_mut() {
+        socket.remove("framing");
+    }
+    config["devices"][0]["attributes"] =
+        json!([{"key": UNFRAMED_ATTRIBUTE, "byteFrom": 21, "byteTo": 22}]);
+    config
+}
+
+/// The attribute of [`socket_json_unframed`].
+pub const UNFRAMED_ATTRIBUTE: &str = "connection";
+
 /// Runs the generator on a runtime of its own (`threads` workers; 1 means the current thread),
 /// blocking until it is done.
 pub fn run_blocking(
@@ -404,6 +420,8 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
     let per_connection_rate = (options.rate > 0).then(|| options.rate as f64 / n as f64);
     let batch = options.batch();
     let tick = match per_connection_rate {
+        // One frame per write: each frame goes when it is due, as a device's would.
+        Some(_) if batch == 1 => Duration::ZERO,
         Some(rate) => Duration::from_secs_f64(TARGET_FRAMES_PER_WRITE / rate.max(1e-3))
             .clamp(MIN_TICK, MAX_TICK),
         None => MIN_TICK,
@@ -417,8 +435,13 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
             Some(count) => count / n as u64 + u64::from((index as u64) < count % n as u64),
             None => u64::MAX,
         };
-        // Spread the connections' writes over one tick.
-        let offset = tick.mul_f64(index as f64 / n as f64);
+        // Spread the connections' writes evenly over the time between two writes of one
+        // connection, as independent devices are: starting them together would send every
+        // connection's frame in one burst each period and measure the burst, not the fleet.
+        let period = per_connection_rate.map_or(tick, |rate| {
+            tick.max(Duration::from_secs_f64(1.0 / rate.max(1e-3)).min(Duration::from_secs(10)))
+        });
+        let offset = period.mul_f64(index as f64 / n as f64);
         let plan = Plan {
             index,
             quota,
@@ -519,7 +542,13 @@ async fn send(mut socket: Socket, plan: Plan, progress: Arc<Progress>) -> Outcom
             .saturating_sub(outcome.frames)
             .min(plan.batch as u64) as usize;
         if frames == 0 {
-            tokio::time::sleep(plan.tick).await;
+            // Sleep until the next frame is due, and at least a tick so that writes of several
+            // frames fill up. Polling every tick instead would wake each of 10,000 slow
+            // connections 50 times a second and make the generator the bottleneck.
+            let next_due = plan.rate.map_or(now, |rate| {
+                plan.start + Duration::from_secs_f64(outcome.frames as f64 / rate)
+            });
+            tokio::time::sleep_until(next_due.max(now + plan.tick).into()).await;
             continue;
         }
         let sent_us = now_us();
@@ -624,6 +653,23 @@ mod tests {
                 ("conn".to_owned(), "3".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn the_unframed_config_reads_a_whole_frame_with_its_attribute() {
+        let text = socket_json_unframed(Protocol::Tcp, 0, 1024).to_string();
+        let built = connector_core::load::load_str(&text).unwrap().built;
+        assert!(built.framing.is_none());
+        let mut frame = [0u8; FRAME_LEN];
+        encode_frame(&mut frame, 99, 123_456_789, 3);
+        let data = built.devices.devices()[0].converter.convert(&frame, 0);
+        assert_eq!(data.telemetry.len(), 3);
+        let attributes: Vec<(String, String)> = data
+            .attributes
+            .iter()
+            .map(|p| (p.key.to_string(), p.value.as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(attributes, [("connection".to_owned(), "3".to_owned())]);
     }
 
     #[tokio::test]

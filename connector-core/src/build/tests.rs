@@ -158,3 +158,28 @@ fn set_may_write_to_device_peers_and_the_allow_list_only() {
     );
     assert!(!built.set_allowed("127.0.0.1:9100"));
 }
+
+#[test]
+fn the_udp_receive_buffer_is_sized_for_bursts_and_checked() {
+    let udp = built(json!({"socket": {"type": "UDP"}, "devices": []}));
+    assert_eq!(udp.receive_buffer, DEFAULT_RECEIVE_BUFFER);
+    let sized =
+        built(json!({"socket": {"type": "UDP", "receiveBufferSize": 65536}, "devices": []}));
+    assert_eq!(sized.receive_buffer, 65536);
+    let errors = |socket: serde_json::Value| -> Vec<String> {
+        let parsed = crate::config::parse_value(json!({"socket": socket, "devices": []})).unwrap();
+        build(&parsed.config)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(
+        errors(json!({"type": "TCP", "receiveBufferSize": 65536})),
+        ["socket.receiveBufferSize: applies to UDP only (a TCP connection's buffer is the kernel's to size)"]
+    );
+    assert_eq!(
+        errors(json!({"type": "UDP", "receiveBufferSize": 100})),
+        ["socket.receiveBufferSize: must be between 4096 and 268435456 bytes, got 100"]
+    );
+}

@@ -114,6 +114,11 @@ pub struct SocketConfig {
     /// Default: never (as ThingsBoard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// Extension, UDP: the socket's kernel receive buffer in bytes (`SO_RCVBUF`), which holds
+    /// datagrams while the connector is busy; a full one drops them in the kernel. Default
+    /// 4 MiB; the kernel caps it at `net.core.rmem_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_buffer_size: Option<u32>,
 }
 
 /// TLS settings of the device listener (PEM files).

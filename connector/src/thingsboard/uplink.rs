@@ -15,13 +15,17 @@ use crate::last_values::LastValues;
 use crate::metrics::metrics;
 use crate::queue::{Outbound, Queue, Topic};
 use connector_core::config::ReportStrategy;
-use connector_core::convert::{ConvertedData, DeviceIdentity};
+use connector_core::convert::{ConvertedData, Datapoint, DeviceIdentity};
 use connector_core::report::ReportFilter;
 use connector_core::thingsboard::api::{self, UplinkBatch};
 use connector_core::thingsboard::limits::SessionLimits;
 
-/// Converted messages taken from the queue for one round of publishes.
-const MAX_MESSAGES_PER_BATCH: usize = 4096;
+/// Converted messages in one round of publishes at most, unless `minPackSizeToSend` says otherwise.
+pub const DEFAULT_MAX_MESSAGES_PER_BATCH: usize = 4096;
+/// How long a batch waits for more messages after its first, unless `minPackSendDelayMS` says
+/// otherwise: long enough to pack tens of devices' frames into one publish at fleet rates,
+/// short enough to stay within a few milliseconds of latency (docs/benchmarks.md measures it).
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
 /// How often remembered values past their ttl are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -43,6 +47,26 @@ pub struct Uplink {
     last_values: Arc<LastValues>,
     limits: watch::Receiver<SessionLimits>,
     configured_max_payload: usize,
+    batching: Batching,
+}
+
+/// How the uplink gathers converted messages into one round of publishes, ThingsBoard's
+/// `minPackSendDelayMS` and `minPackSizeToSend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// After a batch's first message, how long to wait for more (zero: publish what is waiting).
+    pub linger: Duration,
+    /// A batch is published as soon as it holds this many messages.
+    pub max_messages: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            linger: DEFAULT_LINGER,
+            max_messages: DEFAULT_MAX_MESSAGES_PER_BATCH,
+        }
+    }
 }
 
 /// What the uplink needs besides the queue and the shared state.
@@ -51,6 +75,7 @@ pub struct UplinkSettings {
     pub connector_name: Arc<str>,
     pub report_strategy: ReportStrategy,
     pub max_devices: usize,
+    pub batching: Batching,
 }
 
 impl Uplink {
@@ -72,6 +97,10 @@ impl Uplink {
             last_values,
             limits,
             configured_max_payload: settings.max_payload,
+            batching: Batching {
+                linger: settings.batching.linger,
+                max_messages: settings.batching.max_messages.max(1),
+            },
         }
     }
 
@@ -79,17 +108,19 @@ impl Uplink {
     /// and closes the queue.
     pub async fn run(mut self, mut data: mpsc::Receiver<ConvertedData>) {
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-        let mut incoming = Vec::with_capacity(MAX_MESSAGES_PER_BATCH);
+        let max_messages = self.batching.max_messages;
+        let mut incoming = Vec::with_capacity(max_messages.min(DEFAULT_MAX_MESSAGES_PER_BATCH));
         loop {
             let periodic_wait = self
                 .filter
                 .next_due_ms()
                 .map(|due| Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64));
             tokio::select! {
-                received = data.recv_many(&mut incoming, MAX_MESSAGES_PER_BATCH) => {
+                received = data.recv_many(&mut incoming, max_messages) => {
                     if received == 0 {
                         break;
                     }
+                    self.linger(&mut data, &mut incoming).await;
                     let metrics = metrics();
                     metrics.queue_messages.set(data.len() as i64);
                     let now = now_ms();
@@ -121,6 +152,51 @@ impl Uplink {
             }
         }
         self.disconnect_all().await;
+    }
+
+    /// Waits up to the linger for more messages, until the batch is full or the producers are
+    /// gone. At moderate rates this is what packs many frames into one publish: without it,
+    /// almost every frame would become its own MQTT message. (Sleeping through the linger in
+    /// 1 ms steps instead of receiving as messages come packed fewer frames per publish for the
+    /// same CPU: docs/benchmarks.md.)
+    async fn linger(
+        &self,
+        data: &mut mpsc::Receiver<ConvertedData>,
+        incoming: &mut Vec<ConvertedData>,
+    ) {
+        if self.batching.linger.is_zero() {
+            return;
+        }
+        // The linger counts from when the oldest message was read, not from when the uplink got
+        // to it: a message that already waited while the previous batch was published goes
+        // out with the next one at once, so the linger bounds the latency it adds.
+        let waited_ms = incoming
+            .first()
+            .map_or(0, |oldest| (now_ms() - oldest.ts_ms).max(0) as u64);
+        let Some(remaining) = self
+            .batching
+            .linger
+            .checked_sub(Duration::from_millis(waited_ms))
+        else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + remaining;
+        // Lingering is for filling a publish: once the batch would fill one, waiting longer only
+        // adds latency (at 100,000 frames/s it fills in about a millisecond).
+        let mut bytes: usize = incoming.iter().map(estimated_bytes).sum();
+        while incoming.len() < self.batching.max_messages && bytes < self.max_payload {
+            let room = self.batching.max_messages - incoming.len();
+            let before = incoming.len();
+            match tokio::time::timeout_at(deadline, data.recv_many(incoming, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    bytes += incoming[before..]
+                        .iter()
+                        .map(estimated_bytes)
+                        .sum::<usize>()
+                }
+            }
+        }
     }
 
     async fn publish(&mut self, batch: UplinkBatch) {
@@ -195,13 +271,11 @@ impl Uplink {
             .map(|(name, (_, last))| (*last, name.clone()))
             .collect();
         by_age.sort_unstable();
-        let evicted: HashSet<Arc<str>> = by_age
-            .into_iter()
-            .take(self.announced.len() - keep)
-            .map(|(_, name)| name)
-            .collect();
+        by_age.truncate(self.announced.len() - keep);
+        let evicted: HashSet<Arc<str>> = by_age.iter().map(|(_, name)| name.clone()).collect();
         self.announced.retain(|name, _| !evicted.contains(name));
-        for name in &evicted {
+        // The longest silent first.
+        for (_, name) in &by_age {
             outbound.push(Outbound::presence(
                 Topic::Disconnect,
                 name.clone(),
@@ -247,6 +321,26 @@ impl Uplink {
     }
 }
 
+/// About the bytes a message adds to gateway-API publishes: its keys and values with their JSON
+/// punctuation, and its device's entry (counted for every message, so it errs on the large side).
+fn estimated_bytes(message: &ConvertedData) -> usize {
+    let datapoint = |point: &Datapoint| {
+        point.key.len()
+            + 6
+            + match &point.value {
+                serde_json::Value::String(text) => text.len(),
+                _ => 8,
+            }
+    };
+    let datapoints: usize = message
+        .telemetry
+        .iter()
+        .chain(&message.attributes)
+        .map(datapoint)
+        .sum();
+    32 + message.device.name.len() + datapoints
+}
+
 async fn sleep_for(wait: Option<Duration>) {
     match wait {
         Some(wait) => tokio::time::sleep(wait).await,
@@ -258,7 +352,6 @@ async fn sleep_for(wait: Option<Duration>) {
 mod tests {
     use super::*;
     use crate::queue::FullPolicy;
-    use connector_core::convert::Datapoint;
 
     fn message(device: &str, ts_ms: i64) -> ConvertedData {
         ConvertedData {
@@ -277,19 +370,36 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn beyond_max_devices_the_longest_silent_are_disconnected() {
+    /// An uplink task on an in-memory queue; returns the queue, its data sender, the task and the
+    /// session-limits sender (kept alive by the caller).
+    fn running_uplink(
+        max_payload: usize,
+        max_devices: usize,
+        batching: Batching,
+    ) -> (
+        Arc<Queue>,
+        mpsc::Sender<ConvertedData>,
+        tokio::task::JoinHandle<()>,
+        watch::Sender<SessionLimits>,
+    ) {
         let queue = Queue::in_memory(1 << 20, FullPolicy::Block);
         let (limits_tx, limits) = watch::channel(SessionLimits::default());
         let settings = UplinkSettings {
-            max_payload: 8196,
+            max_payload,
             connector_name: "C".into(),
             report_strategy: ReportStrategy::ON_RECEIVED,
-            max_devices: 10,
+            max_devices,
+            batching,
         };
         let uplink = Uplink::new(queue.clone(), settings, Arc::default(), limits);
         let (data, received) = mpsc::channel(100);
         let task = tokio::spawn(uplink.run(received));
+        (queue, data, task, limits_tx)
+    }
+
+    #[tokio::test]
+    async fn beyond_max_devices_the_longest_silent_are_disconnected() {
+        let (queue, data, task, limits_tx) = running_uplink(8196, 10, Batching::default());
         // Ten devices, then "m0" again (so it is not the longest silent), then one more.
         for i in 0..10 {
             data.send(message(&format!("m{i}"), i)).await.unwrap();
@@ -313,5 +423,108 @@ mod tests {
         assert_eq!(disconnected.len(), 2 + 9);
         assert!(disconnected[2..].contains(&"m0"));
         assert!(disconnected[2..].contains(&"new"));
+    }
+
+    /// Sends one message of each of `devices` devices, `gap` apart, through an uplink with
+    /// `batching`; returns the telemetry and attribute publishes queued.
+    async fn publishes_for(devices: usize, gap: Duration, batching: Batching) -> (usize, usize) {
+        publishes_of(devices, gap, batching, 0).await
+    }
+
+    /// As [`publishes_for`], the messages read `waited_ms` before they are sent to the uplink.
+    async fn publishes_of(
+        devices: usize,
+        gap: Duration,
+        batching: Batching,
+        waited_ms: i64,
+    ) -> (usize, usize) {
+        let (queue, data, task, _limits_tx) = running_uplink(8196, 1000, batching);
+        for i in 0..devices {
+            let mut message = message(&format!("m{i}"), now_ms() - waited_ms);
+            message.attributes.push(Datapoint {
+                key: "a".into(),
+                value: "1".into(),
+                strategy: None,
+            });
+            data.send(message).await.unwrap();
+            tokio::time::sleep(gap).await;
+        }
+        drop(data);
+        task.await.unwrap();
+        let records = queue.take_unsent(10_000);
+        let count = |topic: Topic| records.iter().filter(|r| r.topic == topic).count();
+        // One connectorName attribute publish per new device comes with the announcements.
+        (count(Topic::Telemetry), count(Topic::Attributes) - devices)
+    }
+
+    #[tokio::test]
+    async fn the_linger_packs_messages_that_trickle_in_into_one_publish() {
+        let linger = Batching {
+            linger: Duration::from_millis(500),
+            max_messages: 1000,
+        };
+        let (telemetry, attributes) = publishes_for(10, Duration::from_millis(3), linger).await;
+        assert_eq!((telemetry, attributes), (1, 1));
+        // Without it every message that arrives alone is published alone.
+        let none = Batching {
+            linger: Duration::ZERO,
+            max_messages: 1000,
+        };
+        let (telemetry, attributes) = publishes_for(10, Duration::from_millis(3), none).await;
+        assert_eq!((telemetry, attributes), (10, 10));
+    }
+
+    #[tokio::test]
+    async fn the_linger_counts_from_when_the_oldest_message_was_read() {
+        // Read 1 s ago (it waited while an earlier batch was published): out at once, alone.
+        let batching = Batching {
+            linger: Duration::from_millis(500),
+            max_messages: 1000,
+        };
+        let (telemetry, _) = publishes_of(3, Duration::from_millis(100), batching, 1000).await;
+        assert_eq!(telemetry, 3);
+        // Read just now: the same three 100 ms apart wait for each other.
+        let (telemetry, _) = publishes_of(3, Duration::from_millis(100), batching, 0).await;
+        assert_eq!(telemetry, 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fills_a_publish_does_not_wait_for_the_linger() {
+        let (queue, data, task, _limits_tx) = running_uplink(
+            1024,
+            1000,
+            Batching {
+                linger: Duration::from_secs(30),
+                max_messages: 1000,
+            },
+        );
+        // About 40 bytes each: 40 of them are more than one 1024-byte publish holds.
+        for i in 0..40 {
+            data.send(message("m", now_ms() + i)).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let published = queue.take_unsent(1000);
+        assert!(
+            published.iter().any(|r| r.topic == Topic::Telemetry),
+            "nothing published within 500 ms of a 30 s linger"
+        );
+        drop(data);
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_published_without_waiting_for_the_linger() {
+        let batching = Batching {
+            linger: Duration::from_secs(30),
+            max_messages: 4,
+        };
+        let started = std::time::Instant::now();
+        let (telemetry, _) = publishes_for(8, Duration::ZERO, batching).await;
+        assert_eq!(telemetry, 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -53,6 +53,8 @@ Options:
   --qos 0|1                 connector's --qos (default 1)
   --max-payload-size N      connector's --max-payload-size (default 8196)
   --session-limits          answer getSessionLimits like ThingsBoard (payloads up to 52428 bytes)
+  --unframed                ThingsBoard's config: no framing (each read is one message; use
+                            --batch 1) and an attribute next to the three telemetry keys
   --generator-threads N     worker threads of the load generator (default 1)
   --drain-timeout S         most seconds to wait for frames after the load ends (default 60)
   --connect-rate N          new connections per second at most (default 0: unpaced, 64 in flight)
@@ -81,6 +83,8 @@ struct Options {
     qos: u8,
     max_payload: usize,
     session_limits: bool,
+    /// ThingsBoard's way: no framing, an attribute next to the telemetry.
+    unframed: bool,
     generator_threads: usize,
     drain_timeout: f64,
     connect_rate: u64,
@@ -102,6 +106,7 @@ impl Options {
             qos: 1,
             max_payload: 8196,
             session_limits: false,
+            unframed: false,
             generator_threads: 1,
             drain_timeout: 60.0,
             connect_rate: 0,
@@ -127,6 +132,7 @@ impl Options {
                 "--subscriber-only" => options.mode = Mode::SubscriberOnly,
                 "--idle" => options.mode = Mode::Idle,
                 "--session-limits" => options.session_limits = true,
+                "--unframed" => options.unframed = true,
                 "--protocol" => {
                     options.protocol = match value::<String>(&arg, &mut args)?.as_str() {
                         "tcp" | "TCP" => Protocol::Tcp,
@@ -273,6 +279,8 @@ fn throughput(options: &Options) -> anyhow::Result<Value> {
         "delivered_fps": round(stats.distinct as f64 / window, 0),
         "datapoints_per_s": round(stats.datapoints as f64 / window, 0),
         "telemetry_publishes_per_s": round(stats.publishes as f64 / window, 0),
+        "frames_per_telemetry_publish": round(stats.distinct as f64 / stats.publishes.max(1) as f64, 2),
+        "attribute_publishes": stats.attribute_publishes,
         "latency_ms": latency_json(&latencies),
         "connector_cpu_pct": round(cpu(0), 1),
         "connector_peak_rss_mib": round(peak_rss as f64 / 1024.0, 2),
@@ -528,7 +536,11 @@ fn start_connector(
     broker_port: u16,
     extra: &[&str],
 ) -> anyhow::Result<ConnectorProcess> {
-    let config = simulate::socket_json(options.protocol, 0, options.buffer_size);
+    let config = if options.unframed {
+        simulate::socket_json_unframed(options.protocol, 0, options.buffer_size)
+    } else {
+        simulate::socket_json(options.protocol, 0, options.buffer_size)
+    };
     let mut args = connector_args(options);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -552,6 +564,8 @@ struct Stats {
     duplicates: u64,
     datapoints: u64,
     publishes: u64,
+    /// Publishes on `v1/gateway/attributes` (one per device announced, and the data's).
+    attribute_publishes: u64,
     parse_errors: u64,
     latencies_us: Vec<u32>,
     first_received: Option<Instant>,
@@ -699,7 +713,10 @@ async fn subscribe(
     }
     let mut ready = Some(ready);
     let mut subacks = 0;
-    let expected_subacks = if session_limits { 2 } else { 1 };
+    let _ = client
+        .subscribe("v1/gateway/attributes", QoS::AtLeastOnce)
+        .await;
+    let expected_subacks = if session_limits { 3 } else { 2 };
     loop {
         let event = tokio::select! {
             event = event_loop.poll() => event,
@@ -721,6 +738,8 @@ async fn subscribe(
                     let mut stats = stats.lock().unwrap();
                     record(&mut stats, &publish.payload, now_us, received);
                     distinct.store(stats.distinct, Ordering::Relaxed);
+                } else if publish.topic == "v1/gateway/attributes" {
+                    stats.lock().unwrap().attribute_publishes += 1;
                 } else if let Some(id) = publish.topic.strip_prefix("v1/devices/me/rpc/request/") {
                     let request: Value =
                         serde_json::from_slice(&publish.payload).unwrap_or_default();
