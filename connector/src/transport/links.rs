@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use indexmap::IndexMap;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use connector_core::build::DeviceTable;
 use connector_core::config::SocketKind;
@@ -31,11 +32,10 @@ pub enum DownlinkError {
     WriteTimeout { peer: SocketAddr },
 }
 
-/// One write request to a connection's writer task, with the outcome.
-pub struct WriteRequest {
-    pub bytes: Bytes,
-    pub done: oneshot::Sender<std::io::Result<()>>,
-}
+/// The write half of an open device connection. Downlink writers take turns on the lock (tokio's
+/// is fair, so writes keep their order); a writer task and channel per connection cost more
+/// memory than a fleet of mostly idle connections should pay for (docs/benchmarks.md).
+pub type DeviceWriter = Arc<tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>>;
 
 /// A device ThingsBoard addresses: the configured device (its index) and, for a name read from
 /// frames, the peer that name last sent from.
@@ -56,7 +56,7 @@ pub struct DeviceLinks {
     /// `max_dynamic`.
     dynamic: Mutex<IndexMap<Arc<str>, (usize, SocketAddr)>>,
     max_dynamic: usize,
-    tcp: Mutex<HashMap<SocketAddr, mpsc::Sender<WriteRequest>>>,
+    tcp: Mutex<HashMap<SocketAddr, DeviceWriter>>,
     udp: OnceLock<Arc<UdpSocket>>,
     replies: Mutex<HashMap<SocketAddr, oneshot::Sender<Bytes>>>,
     /// Fast path for readers: no lock when nobody waits for a device reply.
@@ -145,7 +145,7 @@ impl DeviceLinks {
         lock(&self.dynamic).get(name).copied()
     }
 
-    pub fn register_tcp(&self, peer: SocketAddr, writer: mpsc::Sender<WriteRequest>) {
+    pub fn register_tcp(&self, peer: SocketAddr, writer: DeviceWriter) {
         lock(&self.tcp).insert(peer, writer);
     }
 
@@ -197,20 +197,16 @@ impl DeviceLinks {
                     .get(&peer)
                     .cloned()
                     .ok_or(DownlinkError::NoConnection { peer })?;
-                let (done, outcome) = oneshot::channel();
                 let write = async {
-                    writer
-                        .send(WriteRequest { bytes, done })
-                        .await
-                        .map_err(|_| DownlinkError::NoConnection { peer })?;
-                    match outcome.await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(DownlinkError::WriteFailed {
-                            peer,
-                            reason: e.to_string(),
-                        }),
-                        Err(_) => Err(DownlinkError::NoConnection { peer }),
-                    }
+                    let mut writer = writer.lock().await;
+                    let written = match writer.write_all(&bytes).await {
+                        Ok(()) => writer.flush().await,
+                        failed => failed,
+                    };
+                    written.map_err(|e| DownlinkError::WriteFailed {
+                        peer,
+                        reason: e.to_string(),
+                    })
                 };
                 tokio::time::timeout(WRITE_TIMEOUT, write)
                     .await

@@ -1,20 +1,21 @@
-//! TCP server: many concurrent device connections, one reader task and one writer task each,
-//! optionally over TLS.
+//! TCP server: many concurrent device connections, one task each (downlink writes take the
+//! connection's write half under a lock), optionally over TLS.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info};
 
 use super::limits::{ConnectionLimits, OpenConnections};
-use super::links::{DeviceLinks, WriteRequest};
+use super::links::{DeviceLinks, DeviceWriter};
 use super::{Ingest, PeerDevices};
 use crate::events::{
     CloseReason, ConnectionAccepted, ConnectionClosed, ConnectionRejected, FrameRejected,
@@ -24,9 +25,6 @@ use crate::logging::warn_throttled;
 use crate::metrics::metrics;
 use connector_core::address_filter::peer_string;
 use connector_core::framing::OnOversize;
-
-/// Downlink writes queued per connection before writers wait.
-const WRITE_QUEUE: usize = 64;
 
 /// Devices get this long to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -147,10 +145,8 @@ where
         idle_timeout,
         mut stop,
     } = accepted;
-    let (writes, write_queue) = mpsc::channel(WRITE_QUEUE);
-    let _registered = Registered::new(peer, &ingest.links, writes);
-    let writer = tokio::spawn(write_loop(writer, write_queue));
-    let _writer = AbortOnDrop(writer);
+    let writer: DeviceWriter = Arc::new(tokio::sync::Mutex::new(Box::new(writer)));
+    let _registered = Registered::new(peer, &ingest.links, writer);
     // The socket section (framing, read size) cannot change on reload: the first snapshot's
     // settings hold for the connection's life.
     let built = devices.snapshot().built.clone();
@@ -240,9 +236,9 @@ struct Registered<'a> {
 }
 
 impl<'a> Registered<'a> {
-    fn new(peer: SocketAddr, links: &'a DeviceLinks, writes: mpsc::Sender<WriteRequest>) -> Self {
+    fn new(peer: SocketAddr, links: &'a DeviceLinks, writer: DeviceWriter) -> Self {
         metrics().connections_open.inc();
-        links.register_tcp(peer, writes);
+        links.register_tcp(peer, writer);
         Self { peer, links }
     }
 }
@@ -254,31 +250,11 @@ impl Drop for Registered<'_> {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Resolves after the idle timeout; never without one. Re-created for every read, so any data
 /// restarts it.
 async fn idle(timeout: Option<Duration>) {
     match timeout {
         Some(timeout) => tokio::time::sleep(timeout).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Writes downlink bytes in order and reports each outcome.
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut queue: mpsc::Receiver<WriteRequest>) {
-    while let Some(request) = queue.recv().await {
-        let result = writer.write_all(&request.bytes).await;
-        let failed = result.is_err();
-        let _ = request.done.send(result);
-        if failed {
-            break;
-        }
     }
 }
