@@ -7,7 +7,6 @@ use std::fmt::Display;
 
 use tracing::{debug, error, info, warn};
 
-use crate::logging::warn_throttled;
 use crate::metrics::metrics;
 
 /// Defines a label enum: its variants, their label strings and the list of all of them.
@@ -481,12 +480,20 @@ impl QueueDiskError<'_> {
 /// A configuration reload: applied, or rejected with the running configuration kept.
 pub struct ConfigReload<'a> {
     pub file: &'a std::path::Path,
-    pub outcome: Result<&'a crate::reload::ReloadSummary, &'a str>,
+    pub outcome: Result<ReloadChanges<'a>, &'a str>,
+}
+
+/// What an applied reload changed, by device name, and the settings that wait for a restart.
+pub struct ReloadChanges<'a> {
+    pub added: &'a [String],
+    pub removed: &'a [String],
+    pub changed: &'a [String],
+    pub needs_restart: &'a [&'static str],
 }
 
 impl ConfigReload<'_> {
     pub fn emit(self) {
-        let result = match self.outcome {
+        let result = match &self.outcome {
             Ok(_) => ReloadResult::Applied,
             Err(_) => ReloadResult::Rejected,
         };
@@ -625,6 +632,47 @@ fn count_drop(reason: DropReason, count: usize) {
             .dropped
             .with_label_values(&[reason.label()])
             .inc_by(count as u64);
+    }
+}
+
+/// Warnings of one kind (and one peer) are logged at most once per this interval.
+pub const WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs a warning at most once per `key` and [`WARN_INTERVAL`], saying how many were suppressed
+/// since, so that a flood of bad input or a full queue cannot flood the log. Keys name the kind
+/// and, for device-side events, the peer (`"limit:10.0.0.7"`); counters are kept by metrics.
+pub fn warn_throttled(key: &str, message: std::fmt::Arguments<'_>) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    static LAST: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
+    let now = Instant::now();
+    let suppressed = {
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last = last.get_or_insert_with(HashMap::new);
+        if last.len() > 4096 {
+            last.retain(|_, (at, _)| now.duration_since(*at) < WARN_INTERVAL);
+        }
+        match last.get_mut(key) {
+            Some((at, suppressed)) if now.duration_since(*at) < WARN_INTERVAL => {
+                *suppressed += 1;
+                return;
+            }
+            Some((at, suppressed)) => {
+                *at = now;
+                std::mem::take(suppressed)
+            }
+            None => {
+                last.insert(key.to_owned(), (now, 0));
+                0
+            }
+        }
+    };
+    if suppressed > 0 {
+        tracing::warn!(suppressed, "{message}");
+    } else {
+        tracing::warn!("{message}");
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::events::ConfigReload;
+use crate::events::{ConfigReload, ReloadChanges};
 use crate::live::Live;
 use crate::transport::DeviceLinks;
 use connector_core::config::{ConnectorConfig, DeviceConfig};
@@ -31,6 +31,15 @@ pub struct ReloadSummary {
 }
 
 impl ReloadSummary {
+    pub fn changes(&self) -> ReloadChanges<'_> {
+        ReloadChanges {
+            added: &self.added,
+            removed: &self.removed,
+            changed: &self.changed,
+            needs_restart: &self.needs_restart,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
@@ -131,7 +140,10 @@ impl Reloader {
         let outcome = self.apply(&loaded);
         ConfigReload {
             file: path,
-            outcome: outcome.as_ref().map_err(String::as_str),
+            outcome: outcome
+                .as_ref()
+                .map(ReloadSummary::changes)
+                .map_err(String::as_str),
         }
         .emit();
         outcome.is_ok()

@@ -18,10 +18,9 @@ use super::limits::{ConnectionLimits, OpenConnections};
 use super::links::{DeviceLinks, DeviceWriter};
 use super::{Ingest, PeerDevices};
 use crate::events::{
-    CloseReason, ConnectionAccepted, ConnectionClosed, ConnectionRejected, FrameRejected,
-    RejectReason,
+    warn_throttled, CloseReason, ConnectionAccepted, ConnectionClosed, ConnectionRejected,
+    FrameRejected, RejectReason,
 };
-use crate::logging::warn_throttled;
 use crate::metrics::metrics;
 use connector_core::address_filter::peer_string;
 use connector_core::framing::OnOversize;
