@@ -81,11 +81,7 @@ async fn a_datapoint_too_large_for_thingsboard_is_dropped_and_the_rest_flows() {
         &["--metrics-address", &metrics_address.to_string()],
     );
     connector.wait_for_log("connected to ThingsBoard");
-    let mut device = TcpStream::connect(connector.local_addr).unwrap();
-    let mut big = vec![b'B'];
-    big.extend(std::iter::repeat_n(b'x', 70_000));
-    big.push(b'\n');
-    device.write_all(&big).unwrap();
+    let mut device = send_70_kb_frame(&connector);
     for i in 0..5 {
         device.write_all(format!("S{i}\n").as_bytes()).unwrap();
     }
@@ -123,11 +119,7 @@ async fn a_publish_that_keeps_breaking_the_session_is_quarantined() {
         ],
     );
     connector.wait_for_log("connected to ThingsBoard");
-    let mut device = TcpStream::connect(connector.local_addr).unwrap();
-    let mut big = vec![b'B'];
-    big.extend(std::iter::repeat_n(b'x', 70_000));
-    big.push(b'\n');
-    device.write_all(&big).unwrap();
+    let mut device = send_70_kb_frame(&connector);
     // Sent after the big one: queued behind it.
     std::thread::sleep(Duration::from_millis(200));
     for i in 0..3 {
@@ -336,4 +328,15 @@ fn a_panicking_core_task_ends_the_process() {
         stderr.contains("the uplink task panicked: injected by SOCKET_CONNECTOR_PANIC_TASK"),
         "{stderr}"
     );
+}
+
+/// Connects a device and sends one 70,000-byte frame (`B` then `x`s), more than ThingsBoard's
+/// default payload limit of 64 KiB can carry in one publish.
+fn send_70_kb_frame(connector: &ConnectorProcess) -> TcpStream {
+    let mut device = TcpStream::connect(connector.local_addr).unwrap();
+    let mut big = vec![b'B'];
+    big.extend(std::iter::repeat_n(b'x', 70_000));
+    big.push(b'\n');
+    device.write_all(&big).unwrap();
+    device
 }

@@ -446,6 +446,23 @@ struct Restart {
     replayed: Value,
 }
 
+impl Restart {
+    /// What happened around the restart, for the test's output.
+    fn describe(&self) -> String {
+        format!(
+            "{} accepted before the signal ({} records queued), {} written, replayed {}, \
+             {} distinct arrived (max seq {}), {} duplicates",
+            self.accepted,
+            self.queued,
+            self.written,
+            self.replayed,
+            self.got.len(),
+            self.got.last().copied().unwrap_or(0),
+            self.duplicates
+        )
+    }
+}
+
 /// One device sends 2,000 frames/s in order; the broker is frozen (SIGSTOP) so records pile up
 /// in the disk queue; the connector gets `signal` under load; then the broker resumes and the
 /// connector starts again on the same directory and replays the queue.
@@ -518,17 +535,7 @@ async fn sigterm_with_disk_queue_replays_every_accepted_frame() {
     let run = restart_with_disk_queue("TERM", "1000ms").await;
     let max = run.got.last().copied().unwrap_or(0);
     let holes = missing(&run.got, max + 1);
-    println!(
-        "SIGTERM: {} accepted before the signal ({} records queued), {} written, replayed {}, \
-         {} distinct arrived (max seq {max}), {} holes, {} duplicates",
-        run.accepted,
-        run.queued,
-        run.written,
-        run.replayed,
-        run.got.len(),
-        holes.len(),
-        run.duplicates
-    );
+    println!("SIGTERM: {}, {} holes", run.describe(), holes.len());
     assert!(run.queued > 0.0, "nothing was queued at SIGTERM");
     assert!(run.replayed["records"].as_u64().unwrap_or(0) > 0);
     assert!(
@@ -558,16 +565,9 @@ async fn sigkill_with_disk_queue_loses_no_accepted_frame() {
     let holes = missing(&run.got, max + 1);
     let lost = missing(&run.got, run.accepted).len() as u64;
     println!(
-        "SIGKILL: {} accepted before the kill ({} records queued), {} written, replayed {}, \
-         {} distinct arrived (max seq {max}), {lost} of the accepted lost, {} holes, \
-         {} duplicates",
-        run.accepted,
-        run.queued,
-        run.written,
-        run.replayed,
-        run.got.len(),
-        holes.len(),
-        run.duplicates
+        "SIGKILL: {}, {lost} of the accepted lost, {} holes",
+        run.describe(),
+        holes.len()
     );
     assert!(run.queued > 0.0, "nothing was queued at SIGKILL");
     // The journal is replayed up to the last complete batch: no holes.

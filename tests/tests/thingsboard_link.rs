@@ -198,24 +198,28 @@ async fn a_wrong_ca_or_host_name_is_refused_with_the_reason() {
     lines.push("allow_anonymous true".into());
     let _broker = Mosquitto::start_with_listener(tls_port, &lines);
     let port = tls_port.to_string();
-    let (wrong_ca, metrics) = start(
-        &[
-            ("socket.json", socket_json(free_port()).to_string()),
-            ("ca.pem", other.ca.clone()),
-        ],
-        &[
-            "--config",
-            "{dir}/socket.json",
-            "--tb-host",
-            "127.0.0.1",
-            "--tb-port",
-            &port,
-            "--tb-ca-cert",
-            "{dir}/ca.pem",
-            "--token",
-            "t",
-        ],
-    );
+    // A connector for the TLS listener that trusts `ca`.
+    let trusting = |ca: &str| {
+        start(
+            &[
+                ("socket.json", socket_json(free_port()).to_string()),
+                ("ca.pem", ca.to_owned()),
+            ],
+            &[
+                "--config",
+                "{dir}/socket.json",
+                "--tb-host",
+                "127.0.0.1",
+                "--tb-port",
+                &port,
+                "--tb-ca-cert",
+                "{dir}/ca.pem",
+                "--token",
+                "t",
+            ],
+        )
+    };
+    let (wrong_ca, metrics) = trusting(&other.ca);
     let failed = wrong_ca.wait_for_log("ThingsBoard connection failed");
     assert_eq!(failed["reason"], "tls_unknown_ca", "{failed}");
     assert!(failed["message"]
@@ -225,24 +229,7 @@ async fn a_wrong_ca_or_host_name_is_refused_with_the_reason() {
     assert!(failures(metrics, "tls_unknown_ca") >= 1.0);
     assert_eq!(status(metrics)["thingsboard"]["reason"], "tls_unknown_ca");
     // The right CA, but the certificate names another host than the one connected to.
-    let (wrong_name, metrics) = start(
-        &[
-            ("socket.json", socket_json(free_port()).to_string()),
-            ("ca.pem", pki.ca.clone()),
-        ],
-        &[
-            "--config",
-            "{dir}/socket.json",
-            "--tb-host",
-            "127.0.0.1",
-            "--tb-port",
-            &port,
-            "--tb-ca-cert",
-            "{dir}/ca.pem",
-            "--token",
-            "t",
-        ],
-    );
+    let (wrong_name, metrics) = trusting(&pki.ca);
     let failed = wrong_name.wait_for_log("ThingsBoard connection failed");
     assert_eq!(failed["reason"], "tls_name_mismatch", "{failed}");
     assert!(failures(metrics, "tls_name_mismatch") >= 1.0);
