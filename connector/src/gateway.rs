@@ -129,10 +129,9 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
     let linger_ms = overrides
         .min_pack_send_delay_ms
         .or(file.as_ref().and_then(|f| f.min_pack_send_delay_ms));
-    if linger_ms.is_some_and(|ms| ms > MAX_LINGER_MS) {
+    if let Some(ms) = linger_ms.filter(|ms| *ms > MAX_LINGER_MS) {
         return Err(format!(
-            "minPackSendDelayMS {} is above {MAX_LINGER_MS} ms: data would wait that long before every publish",
-            linger_ms.unwrap_or_default()
+            "minPackSendDelayMS {ms} is above {MAX_LINGER_MS} ms: data would wait that long before every publish"
         ));
     }
     let batching = Batching {

@@ -116,6 +116,28 @@ fn start(files: &[(&str, String)], args: &[&str]) -> (ConnectorProcess, SocketAd
     (ConnectorProcess::start_args(&files, &all), metrics)
 }
 
+/// A connector sending to ThingsBoard's TLS port `tls_port` with `token`, trusting `ca`.
+fn start_trusting(ca: &str, tls_port: u16, token: &str) -> (ConnectorProcess, SocketAddr) {
+    start(
+        &[
+            ("socket.json", socket_json(free_port()).to_string()),
+            ("ca.pem", ca.to_owned()),
+        ],
+        &[
+            "--config",
+            "{dir}/socket.json",
+            "--tb-host",
+            "127.0.0.1",
+            "--tb-port",
+            &tls_port.to_string(),
+            "--tb-ca-cert",
+            "{dir}/ca.pem",
+            "--token",
+            token,
+        ],
+    )
+}
+
 async fn expect_data(peer: &mut ThingsBoardPeer, connector: &ConnectorProcess, value: &str) {
     let mut device = TcpStream::connect(connector.local_addr).unwrap();
     device.write_all(value.as_bytes()).unwrap();
@@ -162,26 +184,7 @@ async fn access_token_over_tls_checked_against_the_ca() {
     lines.push("allow_anonymous true".into());
     let broker = Mosquitto::start_with_listener(tls_port, &lines);
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let device_port = free_port();
-    let port = tls_port.to_string();
-    let (connector, metrics) = start(
-        &[
-            ("socket.json", socket_json(device_port).to_string()),
-            ("ca.pem", pki.ca.clone()),
-        ],
-        &[
-            "--config",
-            "{dir}/socket.json",
-            "--tb-host",
-            "127.0.0.1",
-            "--tb-port",
-            &port,
-            "--tb-ca-cert",
-            "{dir}/ca.pem",
-            "--token",
-            "gateway-token",
-        ],
-    );
+    let (connector, metrics) = start_trusting(&pki.ca, tls_port, "gateway-token");
     let connected = connector.wait_for_log("connected to ThingsBoard");
     assert_eq!(connected["tls"], true, "{connected}");
     expect_data(&mut peer, &connector, "21.5").await;
@@ -197,29 +200,7 @@ async fn a_wrong_ca_or_host_name_is_refused_with_the_reason() {
     let mut lines = pki.tls_listener(dir.path());
     lines.push("allow_anonymous true".into());
     let _broker = Mosquitto::start_with_listener(tls_port, &lines);
-    let port = tls_port.to_string();
-    // A connector for the TLS listener that trusts `ca`.
-    let trusting = |ca: &str| {
-        start(
-            &[
-                ("socket.json", socket_json(free_port()).to_string()),
-                ("ca.pem", ca.to_owned()),
-            ],
-            &[
-                "--config",
-                "{dir}/socket.json",
-                "--tb-host",
-                "127.0.0.1",
-                "--tb-port",
-                &port,
-                "--tb-ca-cert",
-                "{dir}/ca.pem",
-                "--token",
-                "t",
-            ],
-        )
-    };
-    let (wrong_ca, metrics) = trusting(&other.ca);
+    let (wrong_ca, metrics) = start_trusting(&other.ca, tls_port, "t");
     let failed = wrong_ca.wait_for_log("ThingsBoard connection failed");
     assert_eq!(failed["reason"], "tls_unknown_ca", "{failed}");
     assert!(failed["message"]
@@ -229,7 +210,7 @@ async fn a_wrong_ca_or_host_name_is_refused_with_the_reason() {
     assert!(failures(metrics, "tls_unknown_ca") >= 1.0);
     assert_eq!(status(metrics)["thingsboard"]["reason"], "tls_unknown_ca");
     // The right CA, but the certificate names another host than the one connected to.
-    let (wrong_name, metrics) = trusting(&pki.ca);
+    let (wrong_name, metrics) = start_trusting(&pki.ca, tls_port, "t");
     let failed = wrong_name.wait_for_log("ThingsBoard connection failed");
     assert_eq!(failed["reason"], "tls_name_mismatch", "{failed}");
     assert!(failures(metrics, "tls_name_mismatch") >= 1.0);
