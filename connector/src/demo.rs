@@ -59,6 +59,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         queue: Default::default(),
         max_devices: crate::runtime::DEFAULT_MAX_DEVICES,
         batching: Default::default(),
+        remote_configuration: None,
+        log_level_override: None,
     };
     let connector = Connector::start(&loaded, settings).await?;
     let device_addr = connector.local_addr();

@@ -479,7 +479,8 @@ impl QueueDiskError<'_> {
 
 /// A configuration reload: applied, or rejected with the running configuration kept.
 pub struct ConfigReload<'a> {
-    pub file: &'a std::path::Path,
+    /// Where the configuration came from: a file's path, or ThingsBoard.
+    pub source: &'a dyn std::fmt::Display,
     pub outcome: Result<ReloadChanges<'a>, &'a str>,
 }
 
@@ -504,7 +505,7 @@ impl ConfigReload<'_> {
         match self.outcome {
             Ok(summary) => {
                 info!(
-                    file = %self.file.display(),
+                    source = %self.source,
                     added = ?summary.added,
                     removed = ?summary.removed,
                     changed = ?summary.changed,
@@ -515,7 +516,7 @@ impl ConfigReload<'_> {
                 }
             }
             Err(reason) => error!(
-                file = %self.file.display(),
+                source = %self.source,
                 "configuration reload rejected, keeping the running one: {reason}"
             ),
         }

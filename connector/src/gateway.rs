@@ -11,6 +11,7 @@ use connector_core::gateway_config::{self, Credentials, StorageChoice, TlsFiles}
 use connector_core::settings::{Fsync, FullPolicy};
 
 use crate::queue::{QueueSettings, Storage};
+use crate::remote_config::RemoteConfiguration;
 use crate::runtime::{GatewaySettings, DEFAULT_MAX_DEVICES};
 use crate::thingsboard::link::{Auth, Secret, MAX_PAYLOAD};
 use crate::thingsboard::uplink::{Batching, DEFAULT_LINGER, DEFAULT_MAX_MESSAGES_PER_BATCH};
@@ -46,6 +47,7 @@ pub struct Overrides {
     pub queue_max_bytes: Option<u64>,
     pub queue_full_policy: FullPolicy,
     pub queue_fsync: Fsync,
+    pub remote_configuration: bool,
 }
 
 /// A run's settings, and where they came from.
@@ -164,6 +166,12 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
         queue,
         max_devices: overrides.max_devices.unwrap_or(DEFAULT_MAX_DEVICES),
         batching,
+        remote_configuration: (overrides.remote_configuration
+            || file.as_ref().is_some_and(|f| f.remote_configuration))
+        .then(|| RemoteConfiguration {
+            config_file: config.clone(),
+        }),
+        log_level_override: None,
     };
     Ok(Resolved {
         settings,
@@ -391,30 +399,57 @@ mod tests {
         );
     }
 
+    /// Resolves a tb_gateway.json whose `thingsboard` section has `extra` keys, under `flags`.
+    fn resolve_with_thingsboard_keys(
+        extra: serde_json::Value,
+        flags: Overrides,
+    ) -> Result<Resolved, String> {
+        let (_dir, path) = gateway_file(
+            serde_json::json!({"type": "accessToken", "accessToken": "t"}),
+            serde_json::json!({}),
+        );
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if let (Some(tb), Some(extra)) = (file["thingsboard"].as_object_mut(), extra.as_object()) {
+            tb.extend(extra.clone());
+        }
+        std::fs::write(&path, file.to_string()).unwrap();
+        resolve(
+            Overrides {
+                gateway_config: Some(path),
+                config: None,
+                ..flags
+            },
+            1,
+        )
+    }
+
+    #[test]
+    fn remote_configuration_from_the_file_or_the_flag() {
+        let remote = |extra: serde_json::Value, flags: Overrides| {
+            resolve_with_thingsboard_keys(extra, flags)
+                .unwrap()
+                .settings
+                .remote_configuration
+        };
+        assert_eq!(remote(serde_json::json!({}), overrides()), None);
+        let on = remote(
+            serde_json::json!({"remoteConfiguration": true}),
+            overrides(),
+        )
+        .expect("on from the file");
+        assert!(on.config_file.ends_with("socket.json"), "{on:?}");
+        let flag = Overrides {
+            remote_configuration: true,
+            ..overrides()
+        };
+        assert!(remote(serde_json::json!({"remoteConfiguration": false}), flag).is_some());
+    }
+
     #[test]
     fn batching_comes_from_min_pack_settings_and_is_bounded() {
         let batching = |extra: serde_json::Value, flags: Overrides| {
-            let (_dir, path) = gateway_file(
-                serde_json::json!({"type": "accessToken", "accessToken": "t"}),
-                serde_json::json!({}),
-            );
-            let mut file: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            if let (Some(tb), Some(extra)) =
-                (file["thingsboard"].as_object_mut(), extra.as_object())
-            {
-                tb.extend(extra.clone());
-            }
-            std::fs::write(&path, file.to_string()).unwrap();
-            resolve(
-                Overrides {
-                    gateway_config: Some(path),
-                    config: None,
-                    ..flags
-                },
-                1,
-            )
-            .map(|resolved| resolved.settings.batching)
+            resolve_with_thingsboard_keys(extra, flags).map(|resolved| resolved.settings.batching)
         };
         assert_eq!(
             batching(serde_json::json!({}), overrides()).unwrap(),

@@ -19,6 +19,7 @@ pub mod logging;
 pub(crate) mod metrics;
 pub mod queue;
 pub mod reload;
+pub mod remote_config;
 pub mod runtime;
 pub mod simulate;
 pub(crate) mod stop;

@@ -191,6 +191,10 @@ struct ThingsBoardArgs {
     /// address, e.g. 0.0.0.0:9100. Off when absent.
     #[arg(long, env = "METRICS_ADDRESS")]
     metrics_address: Option<std::net::SocketAddr>,
+    /// Let ThingsBoard's UI change the connector's configuration (its Connectors page), as
+    /// `thingsboard.remoteConfiguration: true` in tb_gateway.json does.
+    #[arg(long, env = "TB_REMOTE_CONFIGURATION")]
+    remote_configuration: bool,
 }
 
 impl RunArgs {
@@ -224,6 +228,7 @@ impl RunArgs {
             queue_max_bytes: self.queue.queue_max_bytes,
             queue_full_policy: self.queue.queue_full_policy,
             queue_fsync: self.queue.queue_fsync,
+            remote_configuration: tb.remote_configuration,
         }
     }
 }
@@ -371,7 +376,8 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: Option<LogLevel>) 
             warn!(file = %gateway_config.display(), "{warning}");
         }
     }
-    let settings = resolved.settings;
+    let mut settings = resolved.settings;
+    settings.log_level_override = log_level;
     let mut connector = match Connector::start(&loaded, settings).await {
         Ok(connector) => connector,
         Err(e) => {

@@ -296,6 +296,17 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
+/// The total of a counter over all its label values.
+pub fn sum(counter: &IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    counter
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|metric| metric.get_counter().get_value() as u64)
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::events::{ConfigReload, ReloadChanges};
 use crate::live::Live;
 use crate::transport::DeviceLinks;
-use connector_core::config::{ConnectorConfig, DeviceConfig};
+use connector_core::config::{ConnectorConfig, DeviceConfig, LogLevel};
 use connector_core::load::{load_file, LoadedConfig};
 
 /// How often the file is checked for changes.
@@ -28,6 +28,8 @@ pub struct ReloadSummary {
     pub changed: Vec<String>,
     /// Top-level keys that changed but only take effect after a restart.
     pub needs_restart: Vec<&'static str>,
+    /// `logLevel` or `enableRemoteLogging` changed (applied at once).
+    pub logging_changed: bool,
 }
 
 impl ReloadSummary {
@@ -41,7 +43,10 @@ impl ReloadSummary {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && !self.logging_changed
     }
 }
 
@@ -74,19 +79,11 @@ pub fn plan(old: &ConnectorConfig, new: &ConnectorConfig) -> Result<ReloadSummar
         .filter(|name| !after.contains_key(*name))
         .cloned()
         .collect();
-    let restart_only: [(&'static str, bool); 3] = [
-        ("name", old.name != new.name),
-        ("logLevel", old.log_level != new.log_level),
-        (
-            "enableRemoteLogging",
-            old.enable_remote_logging != new.enable_remote_logging,
-        ),
-    ];
-    summary.needs_restart = restart_only
-        .into_iter()
-        .filter(|(_, changed)| *changed)
-        .map(|(key, _)| key)
-        .collect();
+    if old.name != new.name {
+        summary.needs_restart.push("name");
+    }
+    summary.logging_changed =
+        old.log_level != new.log_level || old.enable_remote_logging != new.enable_remote_logging;
     Ok(summary)
 }
 
@@ -95,11 +92,32 @@ pub fn plan(old: &ConnectorConfig, new: &ConnectorConfig) -> Result<ReloadSummar
 pub struct Reloader {
     live: Arc<Live>,
     links: Arc<DeviceLinks>,
+    /// `--log-level`: wins over the configuration's `logLevel`, before and after a reload.
+    log_level_override: Option<LogLevel>,
 }
 
 impl Reloader {
     pub fn new(live: Arc<Live>, links: Arc<DeviceLinks>) -> Self {
-        Self { live, links }
+        Self {
+            live,
+            links,
+            log_level_override: None,
+        }
+    }
+
+    pub fn with_log_level_override(mut self, level: Option<LogLevel>) -> Self {
+        self.log_level_override = level;
+        self
+    }
+
+    /// The running configuration.
+    pub fn current(&self) -> Arc<ConnectorConfig> {
+        self.live.load().config.clone()
+    }
+
+    /// How many configurations were installed since start (0: the one it started with).
+    pub fn generation(&self) -> u64 {
+        self.live.generation()
     }
 
     /// Installs `new` unless [`plan`] rejects it.
@@ -123,6 +141,14 @@ impl Reloader {
             .collect();
         self.live.replace(new);
         self.links.reindex(&old_index);
+        if summary.logging_changed {
+            let level = self
+                .log_level_override
+                .or(new.config.log_level)
+                .unwrap_or(LogLevel::Info);
+            crate::logging::set_level(level);
+            crate::logging::set_remote_logging(new.config.enable_remote_logging == Some(true));
+        }
         Ok(summary)
     }
 
@@ -139,7 +165,7 @@ impl Reloader {
         }
         let outcome = self.apply(&loaded);
         ConfigReload {
-            file: path,
+            source: &path.display(),
             outcome: outcome
                 .as_ref()
                 .map(ReloadSummary::changes)
@@ -151,7 +177,7 @@ impl Reloader {
 
     fn rejected(&self, path: &std::path::Path, reason: &str) -> bool {
         ConfigReload {
-            file: path,
+            source: &path.display(),
             outcome: Err(reason),
         }
         .emit();

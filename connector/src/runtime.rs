@@ -18,13 +18,14 @@ use crate::last_values::LastValues;
 use crate::live::Live;
 use crate::queue::{Queue, QueueSettings};
 use crate::reload::Reloader;
+use crate::remote_config::{RemoteConfiguration, RemoteConfigurator};
 use crate::supervisor::{Failures, Supervisor, TaskFailure};
 use crate::thingsboard::session::Session;
 use crate::thingsboard::uplink::{Batching, Uplink, UplinkSettings};
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
 use crate::transport::limits::ConnectionLimits;
 use crate::transport::{self, client, DeviceLinks, Ingest};
-use connector_core::config::{ReportStrategy, SocketKind};
+use connector_core::config::{LogLevel, ReportStrategy, SocketKind};
 use connector_core::load::LoadedConfig;
 use connector_core::thingsboard::limits::SessionLimits;
 
@@ -45,6 +46,10 @@ pub struct GatewaySettings {
     pub max_devices: usize,
     /// How converted messages are gathered into publishes (`minPackSendDelayMS`).
     pub batching: Batching,
+    /// ThingsBoard's UI may change the configuration (`thingsboard.remoteConfiguration`).
+    pub remote_configuration: Option<RemoteConfiguration>,
+    /// `--log-level`: wins over the configuration's `logLevel`, also after reloads.
+    pub log_level_override: Option<LogLevel>,
 }
 
 /// Default of [`GatewaySettings::max_devices`].
@@ -182,13 +187,29 @@ impl Connector {
         };
         let link = supervisor.spawn("session", session.run());
         let last_values = Arc::new(LastValues::default());
-        let downlink = Downlink::new(DownlinkContext {
-            publisher: publisher.clone(),
-            live: live.clone(),
-            links: links.clone(),
-            last_values: last_values.clone(),
-            limits,
+        let reloader = Reloader::new(live.clone(), links.clone())
+            .with_log_level_override(settings.log_level_override);
+        let remote = settings.remote_configuration.as_ref().map(|remote| {
+            info!(file = %remote.config_file.display(), "remote configuration from ThingsBoard is on");
+            RemoteConfigurator::new(
+                remote,
+                &connector_name,
+                publisher.clone(),
+                settings.mqtt.qos,
+                reloader.clone(),
+            )
         });
+        let downlink = Downlink::new(
+            DownlinkContext {
+                publisher: publisher.clone(),
+                live: live.clone(),
+                links: links.clone(),
+                last_values: last_values.clone(),
+                limits,
+                connector_name: connector_name.clone(),
+            },
+            remote,
+        );
         supervisor.spawn("downlink", downlink.run(downlink_rx, requests_rx));
         if let Some(logs) = crate::logging::remote::take() {
             let remote_logs = remote_logs::run(
@@ -221,7 +242,7 @@ impl Connector {
             listener,
             uplink,
             link,
-            reloader: Reloader::new(live, links),
+            reloader,
             queue: uplink_queue_handle,
             supervisor,
             failures,

@@ -75,9 +75,36 @@ impl ConnectorProcess {
     }
 
     pub fn start_with(config: &Value, broker_port: u16, extra_args: &[&str]) -> Self {
+        Self::start_written(config, broker_port, extra_args, None)
+    }
+
+    /// Like [`Self::start_with`], with the config file last modified `age` ago (a file older
+    /// than an edit saved in ThingsBoard).
+    pub fn start_with_old_file(
+        config: &Value,
+        broker_port: u16,
+        extra_args: &[&str],
+        age: std::time::Duration,
+    ) -> Self {
+        Self::start_written(config, broker_port, extra_args, Some(age))
+    }
+
+    fn start_written(
+        config: &Value,
+        broker_port: u16,
+        extra_args: &[&str],
+        age: Option<std::time::Duration>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("socket.json");
         std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).expect("write config");
+        if let Some(age) = age {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(std::time::SystemTime::now() - age))
+                .expect("set the file's modification time");
+        }
         let mut command = Self::command(&path, broker_port);
         command.args(extra_args);
         Self::spawn(command, dir)

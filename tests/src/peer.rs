@@ -1,5 +1,8 @@
 //! A test peer playing ThingsBoard's side of the MQTT gateway API: it records everything the
 //! connector publishes and answers the gateway's `getSessionLimits` RPC like ThingsBoard does.
+//! It also plays the UI side of remote configuration: a store of the gateway device's shared
+//! attributes, pushed on `v1/devices/me/attributes` when set and given in answer to the gateway's
+//! attribute requests, as ThingsBoard answers them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -35,12 +38,41 @@ impl Message {
 
 /// Topics ThingsBoard itself publishes to a gateway; the peer hears its own copies and drops them.
 type Sent = Arc<Mutex<VecDeque<(String, Vec<u8>)>>>;
+/// The gateway device's shared attributes, as ThingsBoard keeps them.
+type Shared = Arc<Mutex<serde_json::Map<String, Value>>>;
 
 pub struct ThingsBoardPeer {
     client: AsyncClient,
     received: mpsc::UnboundedReceiver<Message>,
     sent: Sent,
+    shared: Shared,
     task: JoinHandle<()>,
+}
+
+/// ThingsBoard's answer to a gateway device's attribute request: `{}` asks for all, else
+/// `sharedKeys` names them; an empty scope is left out.
+fn attribute_answer(request: &Value, shared: &serde_json::Map<String, Value>) -> Value {
+    let named: Option<Vec<&str>> = request["sharedKeys"]
+        .as_str()
+        .map(|keys| keys.split(',').collect());
+    let asked_for_client_only = request.get("clientKeys").is_some() && named.is_none();
+    if asked_for_client_only {
+        return json!({});
+    }
+    let found: serde_json::Map<String, Value> = shared
+        .iter()
+        .filter(|(key, _)| {
+            named
+                .as_ref()
+                .is_none_or(|names| names.contains(&key.as_str()))
+        })
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    if found.is_empty() {
+        json!({})
+    } else {
+        json!({ "shared": found })
+    }
 }
 
 /// ThingsBoard's answer to `getSessionLimits` with its default settings (no rate limits).
@@ -74,6 +106,8 @@ impl ThingsBoardPeer {
         let (tx, received) = mpsc::unbounded_channel();
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let sent: Sent = Arc::default();
+        let shared: Shared = Arc::default();
+        let store = shared.clone();
         let responder = client.clone();
         let echoes = sent.clone();
         client
@@ -96,6 +130,23 @@ impl ThingsBoardPeer {
                         };
                         if is_echo(&echoes, &message) {
                             continue;
+                        }
+                        if let Some(id) = message
+                            .topic
+                            .strip_prefix("v1/devices/me/attributes/request/")
+                        {
+                            let request: Value =
+                                serde_json::from_slice(&message.payload).unwrap_or_default();
+                            let answer = attribute_answer(&request, &store.lock().unwrap());
+                            let topic = format!("v1/devices/me/attributes/response/{id}");
+                            let payload = answer.to_string().into_bytes();
+                            echoes
+                                .lock()
+                                .unwrap()
+                                .push_back((topic.clone(), payload.clone()));
+                            let _ = responder
+                                .publish(topic, QoS::AtLeastOnce, false, payload)
+                                .await;
                         }
                         if let Some(id) = message.topic.strip_prefix("v1/devices/me/rpc/request/") {
                             let request: Value =
@@ -131,8 +182,23 @@ impl ThingsBoardPeer {
             client,
             received,
             sent,
+            shared,
             task,
         }
+    }
+
+    /// Stores a shared attribute of the gateway device without telling it (saved while the
+    /// gateway was away): it learns it from its next attribute request.
+    pub fn store_shared(&self, key: &str, value: Value) {
+        self.shared.lock().unwrap().insert(key.to_owned(), value);
+    }
+
+    /// Saves a shared attribute of the gateway device, as ThingsBoard's UI does, and pushes the
+    /// change to the gateway.
+    pub async fn set_shared(&self, key: &str, value: Value) {
+        self.store_shared(key, value.clone());
+        self.publish("v1/devices/me/attributes", json!({ key: value }))
+            .await;
     }
 
     /// Publishes as ThingsBoard would (attribute updates, RPC, attribute responses).

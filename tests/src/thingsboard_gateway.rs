@@ -51,11 +51,18 @@ pub struct ThingsBoardGateway {
 impl ThingsBoardGateway {
     /// Starts the gateway with `socket_config` against the broker on `broker_port`.
     pub fn start(socket_config: &Value, broker_port: u16) -> Self {
+        Self::start_with(socket_config, broker_port, &[])
+    }
+
+    /// Like [`Self::start`], with more arguments of `tests/tbgw/run_gateway.py`
+    /// (`--remote-configuration`).
+    pub fn start_with(socket_config: &Value, broker_port: u16, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("socket-input.json");
         std::fs::write(&config, serde_json::to_vec_pretty(socket_config).unwrap()).unwrap();
         let child = Command::new(python())
             .arg(tbgw_dir().join("run_gateway.py"))
+            .args(extra_args)
             .args(["--mqtt-host", "127.0.0.1", "--mqtt-port"])
             .arg(broker_port.to_string())
             .args(["--token", "test-gateway-token", "--socket-config"])

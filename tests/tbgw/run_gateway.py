@@ -13,8 +13,9 @@ process (same PID, foreground) until SIGTERM or SIGINT and exits with 0.
 
 Everything that would reach outside the machine is neutralised:
   * the update-check POST goes through a dead loopback proxy (127.0.0.1:9);
-  * remote configuration, remote shell, statistics, latency debug, device
-    inactivity checks, gRPC and device filtering are off;
+  * remote shell, statistics, latency debug, device inactivity checks, gRPC
+    and device filtering are off; so is remote configuration unless
+    --remote-configuration;
   * storage is in memory.
 """
 
@@ -50,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--qos", type=int, default=1, choices=(0, 1))
     p.add_argument("--log-level", default="INFO",
                    help="level of the gateway's own loggers (DEBUG shows MQTT traffic)")
+    p.add_argument("--remote-configuration", action="store_true",
+                   help="let ThingsBoard's UI configure the connector (thingsboard.remoteConfiguration)")
     p.add_argument("--write-only", action="store_true",
                    help="only write the config files, do not start the gateway")
     return p.parse_args(argv)
@@ -61,7 +64,7 @@ def gateway_config(args, connector_name, connector_file):
             "host": args.mqtt_host,
             "port": args.mqtt_port,
             "remoteShell": False,
-            "remoteConfiguration": False,
+            "remoteConfiguration": args.remote_configuration,
             "latencyDebugMode": False,
             "statistics": {
                 "enable": False,

@@ -13,6 +13,9 @@ pub enum Incoming {
     ConnectorRpc(ConnectorRpc),
     /// ThingsBoard's answer to the gateway's `getSessionLimits` RPC.
     SessionLimits(Value),
+    /// Shared attributes of the gateway device: pushed on `v1/devices/me/attributes` when they
+    /// change, or the `shared` part of the answer to a request (remote configuration).
+    GatewayShared(GatewayShared),
     /// Not for this connector (for example a plain broker echoing our own attribute publishes).
     Ignored,
 }
@@ -51,7 +54,38 @@ pub struct ConnectorRpc {
     pub params: Value,
 }
 
+/// Shared attributes of the gateway device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayShared {
+    /// The request this answers (`v1/devices/me/attributes/response/<id>`); none for a push.
+    pub request_id: Option<String>,
+    pub attributes: Map<String, Value>,
+}
+
 pub fn parse(topic_name: &str, payload: &[u8]) -> Result<Incoming, String> {
+    if topic_name == topic::GATEWAY_ATTRIBUTES {
+        let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+        let Value::Object(attributes) = value else {
+            return Err("gateway attributes that are not a JSON object".to_owned());
+        };
+        return Ok(Incoming::GatewayShared(GatewayShared {
+            request_id: None,
+            attributes,
+        }));
+    }
+    if let Some(id) = topic_name.strip_prefix(topic::GATEWAY_ATTRIBUTE_RESPONSE_PREFIX) {
+        let value: Value = serde_json::from_slice(payload).map_err(|e| format!("not JSON: {e}"))?;
+        // `{"client": {...}, "shared": {...}}`, an empty scope left out.
+        let attributes = match value.get("shared") {
+            Some(Value::Object(shared)) => shared.clone(),
+            Some(_) => return Err("attribute response whose \"shared\" is not an object".into()),
+            None => Map::new(),
+        };
+        return Ok(Incoming::GatewayShared(GatewayShared {
+            request_id: Some(id.to_owned()),
+            attributes,
+        }));
+    }
     let is_ours = topic_name == topic::ATTRIBUTES
         || topic_name == topic::ATTRIBUTES_RESPONSE
         || topic_name == topic::RPC
@@ -140,6 +174,29 @@ mod tests {
     }
 
     #[test]
+    fn gateway_shared_attributes_pushed_and_answered() {
+        let pushed = parse_json("v1/devices/me/attributes", json!({"active_connectors": []}));
+        let Ok(Incoming::GatewayShared(pushed)) = pushed else {
+            panic!("{pushed:?}")
+        };
+        assert_eq!(pushed.request_id, None);
+        assert_eq!(pushed.attributes["active_connectors"], json!([]));
+        let answer = parse_json(
+            "v1/devices/me/attributes/response/3",
+            json!({"client": {"x": 1}, "shared": {"y": 2}}),
+        );
+        let Ok(Incoming::GatewayShared(answer)) = answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(answer.request_id.as_deref(), Some("3"));
+        assert_eq!(Value::Object(answer.attributes), json!({"y": 2}));
+        let nothing = parse_json("v1/devices/me/attributes/response/1", json!({}));
+        assert!(matches!(nothing, Ok(Incoming::GatewayShared(g)) if g.attributes.is_empty()));
+        assert!(parse("v1/devices/me/attributes", b"[1]").is_err());
+        assert!(parse_json("v1/devices/me/attributes/response/1", json!({"shared": 1})).is_err());
+    }
+
+    #[test]
     fn thingsboard_shapes() {
         assert_eq!(
             parse_json(
@@ -203,7 +260,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse("v1/devices/me/attributes", b"junk").unwrap(),
+            parse("v1/devices/me/telemetry", b"junk").unwrap(),
             Incoming::Ignored
         );
     }
@@ -218,8 +275,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn arbitrary_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..64), which in 0usize..4) {
-            let topic = ["v1/gateway/attributes", "v1/gateway/attributes/response", "v1/gateway/rpc", "v1/devices/me/rpc/request/1"][which];
+        fn arbitrary_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..64), which in 0usize..6) {
+            let topic = ["v1/gateway/attributes", "v1/gateway/attributes/response", "v1/gateway/rpc", "v1/devices/me/rpc/request/1", "v1/devices/me/attributes", "v1/devices/me/attributes/response/1"][which];
             let _ = parse(topic, &payload);
         }
     }

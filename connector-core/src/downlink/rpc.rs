@@ -58,6 +58,50 @@ pub fn strip_device_name(params: &Value) -> Value {
     }
 }
 
+/// What the gateway RPCs (`gateway_ping`, `gateway_stats`, ...) answer with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayFacts {
+    pub connector_name: String,
+    pub version: String,
+    /// Frames read from devices (the gateway's `MessagesReceived`).
+    pub frames_received: u64,
+    /// Datapoints handed to ThingsBoard (the gateway's `MessagesSent`).
+    pub datapoints_sent: u64,
+    /// Devices known from their data, by name.
+    pub devices: Vec<String>,
+}
+
+/// The reply of gateway RPC `method` (the part after `gateway_`), as the ThingsBoard gateway
+/// writes it on `v1/devices/me/rpc/response/<id>`: the result object itself, no `result` wrapper.
+pub fn gateway_reply(method: &str, facts: &GatewayFacts) -> Value {
+    match method {
+        "ping" => json!({"code": 200, "resp": "pong"}),
+        "version" => json!({
+            "code": 200,
+            "resp": {"current_version": &facts.version, "latest_version": &facts.version},
+        }),
+        "devices" => {
+            let devices: serde_json::Map<String, Value> = facts
+                .devices
+                .iter()
+                .map(|name| (name.clone(), facts.connector_name.clone().into()))
+                .collect();
+            json!({"code": 200, "resp": devices})
+        }
+        "stats" => {
+            // The gateway's keys: the connector name without spaces, then the statistic.
+            let prefix = facts.connector_name.replace(' ', "");
+            json!({
+                "eventsProduced": facts.frames_received,
+                "eventsSent": facts.datapoints_sent,
+                format!("{prefix}EventsProduced"): facts.frames_received,
+                format!("{prefix}EventsSent"): facts.datapoints_sent,
+            })
+        }
+        _ => json!({"error": "Method not found", "code": 404}),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +143,37 @@ mod tests {
             json!({"result": "ok"})
         );
         assert_eq!(RpcOutcome::Error("x".into()).data(), json!({"error": "x"}));
+    }
+
+    #[test]
+    fn gateway_replies_have_the_gateways_shapes() {
+        let facts = GatewayFacts {
+            connector_name: "Socket Connector".into(),
+            version: "1.2.3".into(),
+            frames_received: 7,
+            datapoints_sent: 5,
+            devices: vec!["A".into()],
+        };
+        assert_eq!(
+            gateway_reply("ping", &facts),
+            json!({"code": 200, "resp": "pong"})
+        );
+        assert_eq!(
+            gateway_reply("devices", &facts),
+            json!({"code": 200, "resp": {"A": "Socket Connector"}})
+        );
+        assert_eq!(
+            gateway_reply("stats", &facts),
+            json!({"eventsProduced": 7, "eventsSent": 5,
+                   "SocketConnectorEventsProduced": 7, "SocketConnectorEventsSent": 5})
+        );
+        assert_eq!(
+            gateway_reply("version", &facts)["resp"]["current_version"],
+            "1.2.3"
+        );
+        assert_eq!(
+            gateway_reply("restart", &facts),
+            json!({"error": "Method not found", "code": 404})
+        );
     }
 }

@@ -26,6 +26,12 @@ pub mod topic {
     pub const GATEWAY_RPC_REQUEST_PREFIX: &str = "v1/devices/me/rpc/request/";
     pub const GATEWAY_RPC_RESPONSE_PREFIX: &str = "v1/devices/me/rpc/response/";
     pub const GATEWAY_RPC_RESPONSES: &str = "v1/devices/me/rpc/response/+";
+    /// The gateway device's own attributes: client attributes it reports, shared ones pushed
+    /// to it (remote configuration), and its attribute requests and their answers.
+    pub const GATEWAY_ATTRIBUTES: &str = "v1/devices/me/attributes";
+    pub const GATEWAY_ATTRIBUTE_REQUEST_PREFIX: &str = "v1/devices/me/attributes/request/";
+    pub const GATEWAY_ATTRIBUTE_RESPONSE_PREFIX: &str = "v1/devices/me/attributes/response/";
+    pub const GATEWAY_ATTRIBUTE_RESPONSES: &str = "v1/devices/me/attributes/response/+";
 }
 
 /// The `connectorType` attribute every device of this connector carries.

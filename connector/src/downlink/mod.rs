@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::events::{AttributeRequestEvent, AttributeRequestOutcome, AttributeUpdateEvent};
 use crate::last_values::LastValues;
 use crate::live::Live;
+use crate::remote_config::RemoteConfigurator;
 use crate::thingsboard::session::DownlinkEvent;
 use crate::thingsboard::Publisher;
 use crate::transport::{DeviceLinks, PeerAttributeRequest};
@@ -50,20 +51,25 @@ pub struct DownlinkContext {
     pub last_values: Arc<LastValues>,
     /// Where ThingsBoard's session limits go (the uplink task applies them).
     pub limits: watch::Sender<SessionLimits>,
+    /// The `connectorName` of this connector's devices (gateway RPC answers name it).
+    pub connector_name: Arc<str>,
 }
 
 pub struct Downlink {
     context: DownlinkContext,
     pending: IndexMap<u64, PendingRequest>,
     next_request_id: u64,
+    /// Remote configuration, when it is on.
+    remote: Option<RemoteConfigurator>,
 }
 
 impl Downlink {
-    pub fn new(context: DownlinkContext) -> Self {
+    pub fn new(context: DownlinkContext, remote: Option<RemoteConfigurator>) -> Self {
         Self {
             context,
             pending: IndexMap::new(),
             next_request_id: 1,
+            remote,
         }
     }
 
@@ -76,12 +82,22 @@ impl Downlink {
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    Some(DownlinkEvent::Connected) => self.request_session_limits().await,
+                    Some(DownlinkEvent::Connected) => {
+                        self.request_session_limits().await;
+                        if let Some(remote) = &mut self.remote {
+                            remote.connected().await;
+                        }
+                    }
                     Some(DownlinkEvent::Message { topic, payload }) => self.handle(&topic, &payload).await,
                     None => break,
                 },
                 Some(request) = requests.recv() => self.request_attributes(request).await,
-                _ = expiry.tick() => self.expire_requests(),
+                _ = expiry.tick() => {
+                    self.expire_requests();
+                    if let Some(remote) = &mut self.remote {
+                        remote.check_file_reload().await;
+                    }
+                }
             }
         }
     }
@@ -121,6 +137,13 @@ impl Downlink {
                     let _ = self.context.limits.send(limits);
                 }
                 Err(error) => warn!(%error, "session limits ignored"),
+            },
+            Ok(Incoming::GatewayShared(update)) => match &mut self.remote {
+                Some(remote) => remote.shared(update).await,
+                None => debug!(
+                    topic,
+                    "gateway attributes ignored: remote configuration is off"
+                ),
             },
             Ok(Incoming::Ignored) => {}
             Err(error) => warn!(topic, %error, "malformed message from ThingsBoard ignored"),

@@ -20,6 +20,7 @@ use connector_core::config::SocketKind;
 use connector_core::convert::text;
 use connector_core::downlink::messages::{ConnectorRpc, DeviceRpc};
 use connector_core::downlink::python;
+use connector_core::downlink::rpc::{gateway_reply, GatewayFacts};
 pub use connector_core::downlink::rpc::{set_fields, strip_device_name, RpcOutcome};
 use connector_core::thingsboard::api::topic;
 
@@ -50,6 +51,25 @@ pub async fn device_rpc(context: DownlinkContext, request: DeviceRpc) {
 /// Handles RPC to the gateway device (`socket_set`) and replies on
 /// `v1/devices/me/rpc/response/<id>`.
 pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
+    let reply_topic = format!(
+        "{}{}",
+        topic::GATEWAY_RPC_RESPONSE_PREFIX,
+        request.request_id
+    );
+    if let Some(method) = request.method.strip_prefix("gateway_") {
+        let reply = gateway_reply(method, &gateway_facts(&context));
+        let outcome = match reply.get("error").and_then(Value::as_str) {
+            Some(error) => RpcOutcome::Error(error.to_owned()),
+            None => RpcOutcome::Result(Value::Null),
+        };
+        RpcHandled {
+            method: &request.method,
+            outcome: Some(&outcome),
+        }
+        .emit();
+        publish(&context, &reply_topic, reply).await;
+        return;
+    }
     let outcome = match request.method.split_once('_') {
         Some(("socket", "set")) => set(&context, &strip_device_name(&request.params)).await,
         Some(("socket", other)) => RpcOutcome::Error(format!(
@@ -65,12 +85,24 @@ pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
         outcome: Some(&outcome),
     }
     .emit();
-    let topic = format!(
-        "{}{}",
-        topic::GATEWAY_RPC_RESPONSE_PREFIX,
-        request.request_id
-    );
-    publish(&context, &topic, outcome.data()).await;
+    publish(&context, &reply_topic, outcome.data()).await;
+}
+
+fn gateway_facts(context: &DownlinkContext) -> GatewayFacts {
+    let metrics = crate::metrics::metrics();
+    let snapshot = context.live.load();
+    GatewayFacts {
+        connector_name: context.connector_name.to_string(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        frames_received: crate::metrics::sum(&metrics.frames_received),
+        datapoints_sent: metrics.datapoints_published.get(),
+        devices: context
+            .links
+            .seen_names(&snapshot.built.devices)
+            .iter()
+            .map(|name| name.to_string())
+            .collect(),
+    }
 }
 
 async fn publish(context: &DownlinkContext, topic: &str, payload: Value) {

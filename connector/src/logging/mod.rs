@@ -3,10 +3,12 @@
 
 pub mod remote;
 
+use std::sync::OnceLock;
+
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
+use tracing_subscriber::{reload, Layer, Registry};
 
 use connector_core::config::LogLevel;
 
@@ -28,12 +30,14 @@ pub fn level_filter(level: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs the global subscriber. `RUST_LOG`, when set, wins (for debugging dependencies);
-/// otherwise the connector logs at `level` and its libraries only warnings. With
-/// `remote_logging`, records that pass the filter are also queued for ThingsBoard.
-pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
+/// Where a reload (or ThingsBoard's UI) changes the level of the running process.
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// `RUST_LOG`, when set, wins (for debugging dependencies); otherwise the connector logs at
+/// `level` and its libraries only warnings.
+fn filter(level: LogLevel) -> EnvFilter {
     let level = level_filter(level);
-    let filter = match std::env::var("RUST_LOG") {
+    match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::new(directives),
         _ if level == LevelFilter::OFF => EnvFilter::new("off"),
         // rumqttd (the demo broker) logs client disconnects as errors; fjall logs a failed disk
@@ -41,7 +45,28 @@ pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
         _ => EnvFilter::new(format!(
             "warn,rumqttd=off,fjall=off,lsm_tree=off,socket_connector={level}"
         )),
-    };
+    }
+}
+
+/// Changes the level of the running process (a configuration reload). Without an installed
+/// subscriber (library use, tests) there is nothing to change.
+pub fn set_level(level: LogLevel) {
+    if let Some(handle) = LEVEL.get() {
+        let _ = handle.reload(filter(level));
+    }
+}
+
+/// Switches the forwarding of records to ThingsBoard (`enableRemoteLogging`) on or off.
+pub fn set_remote_logging(on: bool) {
+    remote::set_forwarding(on);
+}
+
+/// Installs the global subscriber at `level`. With `remote_logging`, records that pass the
+/// filter are also queued for ThingsBoard; both can change later ([`set_level`],
+/// [`set_remote_logging`]).
+pub fn init(level: LogLevel, format: LogFormat, remote_logging: bool) {
+    let (filter, handle) = reload::Layer::new(filter(level));
+    let _ = LEVEL.set(handle);
     let output = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

@@ -6,7 +6,7 @@
 //! the data path; records beyond the queue are dropped and counted.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::mpsc;
@@ -30,7 +30,7 @@ pub struct RemoteRecord {
 
 /// What the connector's remote-log task consumes.
 pub struct RemoteLogs {
-    pub records: Option<mpsc::Receiver<RemoteRecord>>,
+    pub records: mpsc::Receiver<RemoteRecord>,
     pub counters: Arc<LogCounters>,
 }
 
@@ -51,15 +51,18 @@ pub fn take() -> Option<RemoteLogs> {
         .take()
 }
 
-/// The layer feeding [`take`]'s queue; `forward` false only counts errors.
+/// Whether records are forwarded now (`enableRemoteLogging`, which a reload can switch).
+static FORWARDING: AtomicBool = AtomicBool::new(false);
+
+pub fn set_forwarding(on: bool) {
+    FORWARDING.store(on, Ordering::Relaxed);
+}
+
+/// The layer feeding [`take`]'s queue; while forwarding is off it only counts errors.
 pub fn layer(forward: bool) -> RemoteLayer {
+    set_forwarding(forward);
     let counters = Arc::new(LogCounters::default());
-    let (sender, receiver) = if forward {
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
     let _ = REMOTE.set(Mutex::new(Some(RemoteLogs {
         records: receiver,
         counters: counters.clone(),
@@ -68,7 +71,7 @@ pub fn layer(forward: bool) -> RemoteLayer {
 }
 
 pub struct RemoteLayer {
-    sender: Option<mpsc::Sender<RemoteRecord>>,
+    sender: mpsc::Sender<RemoteRecord>,
     counters: Arc<LogCounters>,
 }
 
@@ -81,12 +84,12 @@ impl<S: Subscriber> Layer<S> for RemoteLayer {
         if *metadata.level() == Level::ERROR {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(sender) = &self.sender else {
+        if !FORWARDING.load(Ordering::Relaxed) {
             return;
-        };
+        }
         let ts_ms = now_ms();
         let line = format_record(event, ts_ms);
-        if sender.try_send(RemoteRecord { ts_ms, line }).is_err() {
+        if self.sender.try_send(RemoteRecord { ts_ms, line }).is_err() {
             RemoteLogDropped { records: 1 }.emit();
         }
     }
@@ -205,7 +208,7 @@ mod layer_tests {
             tracing::error!(target: "other_crate", "not ours");
         });
         assert_eq!(logs.counters.errors.load(Ordering::Relaxed), 1);
-        let records = logs.records.as_mut().unwrap();
+        let records = &mut logs.records;
         let first = records.try_recv().unwrap();
         assert!(first.line.contains(" - |INFO|<"), "{}", first.line);
         assert!(

@@ -38,11 +38,15 @@ fn a_changed_socket_section_is_rejected() {
 }
 
 #[test]
-fn restart_only_settings_are_reported() {
+fn a_new_name_needs_a_restart_and_logging_applies_at_once() {
     let old = config(A);
     let mut new = old.clone();
     new.log_level = Some(connector_core::config::LogLevel::Debug);
-    assert_eq!(plan(&old, &new).expect("plan").needs_restart, ["logLevel"]);
+    let summary = plan(&old, &new).expect("plan");
+    assert!(summary.needs_restart.is_empty());
+    assert!(summary.logging_changed && !summary.is_empty());
+    new.name = Some("Renamed".to_owned());
+    assert_eq!(plan(&old, &new).expect("plan").needs_restart, ["name"]);
 }
 
 #[test]

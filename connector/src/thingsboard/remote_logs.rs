@@ -42,7 +42,7 @@ pub async fn run(
     let mut carry = None;
     loop {
         tokio::select! {
-            _ = batches.tick(), if logs.records.is_some() => {
+            _ = batches.tick() => {
                 let batch = next_batch(&mut logs, &mut carry, &logs_key, max_payload);
                 let records = batch.len();
                 if records > 0 && !publisher.try_publish(topic::GATEWAY_TELEMETRY, qos, Value::Array(batch).to_string()) {
@@ -77,9 +77,7 @@ fn next_batch(
     key: &str,
     max_payload: usize,
 ) -> Vec<Value> {
-    let Some(records) = logs.records.as_mut() else {
-        return Vec::new();
-    };
+    let records = &mut logs.records;
     let mut batch = Vec::new();
     let mut size = 2;
     while batch.len() < RECORDS_PER_BATCH {

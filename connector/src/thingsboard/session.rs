@@ -42,12 +42,14 @@ pub enum DownlinkEvent {
 
 /// What the session subscribes to on every connect, before it sends anything, so that no answer
 /// or update for data it sends can be missed.
-pub const SUBSCRIPTIONS: [&str; 5] = [
+pub const SUBSCRIPTIONS: [&str; 7] = [
     topic::ATTRIBUTES,
     topic::ATTRIBUTES_RESPONSE,
     topic::RPC,
     topic::GATEWAY_RPC_REQUESTS,
     topic::GATEWAY_RPC_RESPONSES,
+    topic::GATEWAY_ATTRIBUTES,
+    topic::GATEWAY_ATTRIBUTE_RESPONSES,
 ];
 
 /// Publishes in flight (sent, not yet acknowledged) at most; rumqttc's inflight limit is the same.

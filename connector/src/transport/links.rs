@@ -140,6 +140,25 @@ impl DeviceLinks {
         dynamic.insert(name.clone(), (device, peer));
     }
 
+    /// Devices that sent data since start (or were seen before a reload): configured ones by
+    /// their name, and the names read from frames.
+    pub fn seen_names(&self, devices: &DeviceTable) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = lock(&self.last_peer)
+            .iter()
+            .enumerate()
+            .filter(|(_, peer)| peer.is_some())
+            .filter_map(|(index, _)| devices.device(index).map(|d| d.name().clone()))
+            .collect();
+        let configured: std::collections::HashSet<Arc<str>> = names.iter().cloned().collect();
+        names.extend(
+            lock(&self.dynamic)
+                .keys()
+                .filter(|name| !configured.contains(*name))
+                .cloned(),
+        );
+        names
+    }
+
     /// The configured device and last peer of a name read from frames.
     pub fn dynamic(&self, name: &str) -> Option<(usize, SocketAddr)> {
         lock(&self.dynamic).get(name).copied()

@@ -1,0 +1,449 @@
+//! ThingsBoard's UI driving the connector (remote configuration) and the gateway RPCs, end to
+//! end: real Mosquitto, the real binary, real device sockets, and the test peer playing
+//! ThingsBoard's side (the shared attributes the UI saves, answers to attribute requests).
+//! Mosquitto, unlike ThingsBoard, also hands the connector its own client-attribute reports
+//! back; the connector must not take them for edits.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use e2e_tests::http::{get, sample};
+use e2e_tests::peer::{telemetry_entries, Message};
+use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer};
+use serde_json::{json, Value};
+
+const NAME: &str = "Socket Connector";
+const CLIENT_ATTRIBUTES: &str = "v1/devices/me/attributes";
+
+fn device(name: &str, key: &str) -> Value {
+    device_at("*:*", name, key)
+}
+
+fn device_at(address: &str, name: &str, key: &str) -> Value {
+    json!({"address": address, "deviceName": name, "deviceType": "default",
+           "telemetry": [{"key": key, "byteFrom": 0, "byteTo": -1}]})
+}
+
+fn config(devices: Value) -> Value {
+    json!({"name": NAME, "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
+           "devices": devices})
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn metric(address: SocketAddr, series: &str) -> f64 {
+    sample(&get(address, "/metrics").1, series).unwrap_or(0.0)
+}
+
+fn metrics_address() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// The next report of the connector's configuration (its client attribute named [`NAME`]).
+async fn next_report(peer: &mut ThingsBoardPeer) -> Value {
+    loop {
+        let message = peer.next_on(CLIENT_ATTRIBUTES).await;
+        if let Some(report) = message.json().get(NAME) {
+            return report.clone();
+        }
+    }
+}
+
+/// Telemetry values `(device, key, value)` until `count` arrived.
+async fn telemetry(peer: &mut ThingsBoardPeer, count: usize) -> Vec<(String, String, Value)> {
+    let mut found = Vec::new();
+    while found.len() < count {
+        let message = peer.next_on("v1/gateway/telemetry").await;
+        for (device, _, values) in telemetry_entries(&message) {
+            for (key, value) in values.as_object().cloned().unwrap_or_default() {
+                found.push((device.clone(), key, value));
+            }
+        }
+    }
+    found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    found
+}
+
+fn entry(device: &str, key: &str, value: &str) -> (String, String, Value) {
+    (device.to_owned(), key.to_owned(), json!(value))
+}
+
+/// What the UI saves after the user edited the form loaded from `report`: the reported value
+/// with new devices and log level, a new `ts`, the UI's own keys (as observed from ThingsBoard).
+fn ui_edit(report: &Value, devices: Value, log_level: &str) -> Value {
+    let mut value = report.clone();
+    value["configurationJson"]["devices"] = devices;
+    value["logLevel"] = json!(log_level);
+    value["mode"] = json!("basic");
+    value["configuration"] = json!("socketConnector.json");
+    value["configVersion"] = json!("3.8.5");
+    value["ts"] = json!(now_ms());
+    value.as_object_mut().unwrap().remove("grpc_key");
+    value
+}
+
+/// Messages on the gateway device's client attributes within `quiet`.
+async fn reports_within(peer: &mut ThingsBoardPeer, quiet: Duration) -> Vec<Message> {
+    peer.drain(quiet)
+        .await
+        .into_iter()
+        .filter(|m| m.topic == CLIENT_ATTRIBUTES)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ui_edit_is_applied_live_and_reported_back_and_a_bad_one_is_refused() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let metrics = metrics_address();
+    let connector = ConnectorProcess::start_with(
+        &config(json!([device("A", "t")])),
+        broker.port(),
+        &[
+            "--remote-configuration",
+            "--metrics-address",
+            &metrics.to_string(),
+        ],
+    );
+
+    // At start: the attribute request, then the report the UI's Connectors page reads.
+    let request = peer
+        .next_on("v1/devices/me/attributes/request/1")
+        .await
+        .json();
+    assert_eq!(request, json!({}));
+    let general = peer.next_on(CLIENT_ATTRIBUTES).await.json();
+    assert_eq!(general["active_connectors"], json!([NAME]));
+    assert_eq!(general["Version"], "3.8.5");
+    let report = next_report(&mut peer).await;
+    assert_eq!(report["type"], "socket");
+    assert_eq!(report["name"], NAME);
+    assert_eq!(report["configuration"], "socket.json");
+    assert_eq!(report["logLevel"], "INFO");
+    assert_eq!(report["configurationJson"]["devices"][0]["deviceName"], "A");
+    assert_eq!(report["configurationJson"]["id"], report["id"]);
+
+    let mut device_connection = TcpStream::connect(connector.local_addr).unwrap();
+    device_connection.write_all(b"one").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "one")]);
+
+    // The user changes A's key, adds B and switches the log level to DEBUG.
+    let edit = ui_edit(
+        &report,
+        json!([device("A", "u"), device("B", "v")]),
+        "DEBUG",
+    );
+    peer.set_shared(NAME, edit.clone()).await;
+    let echo = next_report(&mut peer).await;
+    assert_eq!(echo["ts"], edit["ts"], "the UI counts it applied by its ts");
+    assert_eq!(echo["mode"], "basic");
+    assert_eq!(
+        echo["configurationJson"]["devices"],
+        edit["configurationJson"]["devices"]
+    );
+    assert_eq!(echo["configurationJson"]["logLevel"], "DEBUG");
+    connector.wait_for_log("configuration reloaded");
+    // Mosquitto hands the echo back: at DEBUG (applied live) the connector says it ignored it.
+    connector.wait_for_log("not newer than the running one");
+
+    // Same device connection, same MQTT session: both devices now.
+    device_connection.write_all(b"two").unwrap();
+    assert_eq!(
+        telemetry(&mut peer, 2).await,
+        [entry("A", "u", "two"), entry("B", "v", "two")]
+    );
+    assert_eq!(
+        metric(metrics, "socket_connector_connections_accepted_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(metrics, "socket_connector_mqtt_reconnects_total"),
+        0.0
+    );
+
+    // An invalid edit (a socket type that does not exist) and one that needs a new listener.
+    let mut invalid = ui_edit(&echo, json!([device("A", "w")]), "DEBUG");
+    invalid["configurationJson"]["socket"]["type"] = json!("SCTP");
+    peer.set_shared(NAME, invalid).await;
+    connector.wait_for_log("configuration reload rejected");
+    let mut new_port = ui_edit(&echo, json!([device("A", "w")]), "DEBUG");
+    new_port["configurationJson"]["socket"]["port"] = json!(free_port());
+    peer.set_shared(NAME, new_port).await;
+    let rejected = connector.wait_for_logs("configuration reload rejected", 2);
+    assert!(
+        rejected[1]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("socket section changed")),
+        "{:?}",
+        rejected[1]
+    );
+    assert_eq!(
+        metric(
+            metrics,
+            "socket_connector_config_reloads_total{result=\"rejected\"}"
+        ),
+        2.0
+    );
+    // The running configuration stays and nothing claims otherwise to the UI.
+    device_connection.write_all(b"three").unwrap();
+    let mut after = Vec::new();
+    let mut errors = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while (after.len() < 2 || errors.is_none()) && tokio::time::Instant::now() < deadline {
+        let Some(message) = peer.next(Duration::from_secs(1)).await else {
+            continue;
+        };
+        match message.topic.as_str() {
+            "v1/gateway/telemetry" => after.extend(telemetry_entries(&message)),
+            CLIENT_ATTRIBUTES => assert!(
+                message.json().get(NAME).is_none(),
+                "a rejected edit was reported: {}",
+                message.text()
+            ),
+            "v1/devices/me/telemetry" => {
+                if let Some(count) =
+                    message.json()[0]["values"]["Socket Connector_ERRORS_COUNT"].as_u64()
+                {
+                    errors = Some(count);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut values: Vec<_> = after
+        .iter()
+        .map(|(device, _, values)| (device.clone(), values.clone()))
+        .collect();
+    values.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        values,
+        [
+            ("A".to_owned(), json!({"u": "three"})),
+            ("B".to_owned(), json!({"v": "three"}))
+        ]
+    );
+    // The UI's Errors column: the connector's error count telemetry.
+    assert_eq!(errors, Some(2), "Socket Connector_ERRORS_COUNT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let file_config = config(json!([device("A", "t")]));
+    let saved = json!({
+        "name": NAME, "type": "socket", "logLevel": "INFO", "enableRemoteLogging": false,
+        "configuration": "socketConnector.json", "configVersion": "3.8.5", "ts": now_ms(),
+        "configurationJson": {"name": NAME,
+            "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
+            "devices": [device("Saved", "s")]}
+    });
+    peer.store_shared(NAME, saved.clone());
+
+    // The file is an hour older than the edit: the edit wins, from the answer to the request.
+    let older = ConnectorProcess::start_with_old_file(
+        &file_config,
+        broker.port(),
+        &["--remote-configuration"],
+        Duration::from_secs(3600),
+    );
+    let mut applied = next_report(&mut peer).await;
+    if applied["ts"] != saved["ts"] {
+        // The first report describes the file; the one after the answer, the saved edit.
+        applied = next_report(&mut peer).await;
+    }
+    assert_eq!(applied["ts"], saved["ts"]);
+    assert_eq!(
+        applied["configurationJson"]["devices"][0]["deviceName"],
+        "Saved"
+    );
+    let mut connection = TcpStream::connect(older.local_addr).unwrap();
+    connection.write_all(b"x").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("Saved", "s", "x")]);
+    drop(connection);
+    older.terminate();
+
+    // A file written after the edit wins: the edit is not applied, the file is reported.
+    let _ = peer.drain(Duration::from_millis(300)).await;
+    let newer =
+        ConnectorProcess::start_with(&file_config, broker.port(), &["--remote-configuration"]);
+    let reports: Vec<Value> = reports_within(&mut peer, Duration::from_secs(2))
+        .await
+        .iter()
+        .filter_map(|m| m.json().get(NAME).cloned())
+        .collect();
+    assert!(!reports.is_empty(), "no report at start");
+    for report in &reports {
+        assert_eq!(report["configurationJson"]["devices"][0]["deviceName"], "A");
+    }
+    let mut connection = TcpStream::connect(newer.local_addr).unwrap();
+    connection.write_all(b"y").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "y")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_remote_configuration_ui_edits_change_nothing() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let connector = ConnectorProcess::start(&config(json!([device("A", "t")])), broker.port());
+    let edit = json!({"name": NAME, "type": "socket", "ts": now_ms(),
+        "configurationJson": {"name": NAME,
+            "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
+            "devices": [device("B", "v")]}});
+    peer.set_shared(NAME, edit).await;
+    let published = reports_within(&mut peer, Duration::from_secs(2)).await;
+    assert!(published.is_empty(), "reported: {published:?}");
+    let mut connection = TcpStream::connect(connector.local_addr).unwrap();
+    connection.write_all(b"z").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "z")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_rpcs_are_answered_as_the_gateway_answers_them() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let connector = ConnectorProcess::start(&config(json!([device("A", "t")])), broker.port());
+    let mut connection = TcpStream::connect(connector.local_addr).unwrap();
+    connection.write_all(b"1").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "1")]);
+
+    let mut ask = async |id: u32, method: &str| -> Value {
+        peer.publish(
+            &format!("v1/devices/me/rpc/request/{id}"),
+            json!({"method": method, "params": {}}),
+        )
+        .await;
+        peer.next_on(&format!("v1/devices/me/rpc/response/{id}"))
+            .await
+            .json()
+    };
+    assert_eq!(
+        ask(11, "gateway_ping").await,
+        json!({"code": 200, "resp": "pong"})
+    );
+    assert_eq!(
+        ask(12, "gateway_devices").await,
+        json!({"code": 200, "resp": {"A": NAME}})
+    );
+    let stats = ask(13, "gateway_stats").await;
+    assert_eq!(stats["SocketConnectorEventsProduced"], 1);
+    assert_eq!(stats["eventsProduced"], 1);
+    assert_eq!(stats["eventsSent"], 1);
+    let version = ask(14, "gateway_version").await;
+    assert_eq!(version["code"], 200);
+    assert!(version["resp"]["current_version"].is_string(), "{version}");
+    assert_eq!(
+        ask(15, "gateway_reboot").await,
+        json!({"error": "Method not found", "code": 404})
+    );
+}
+
+/// What one implementation reports and publishes when the UI adds a device: its start report,
+/// its echo of the edit, and the telemetry of a frame sent afterwards.
+struct RemoteRun {
+    report: Value,
+    echo: Value,
+    telemetry: Vec<(String, String, Value)>,
+}
+
+/// Drops what legitimately differs between two runs: ids, timestamps, the listening port.
+fn comparable(mut value: Value) -> Value {
+    for path in ["/configurationJson", ""] {
+        if let Some(object) = value.pointer_mut(path).and_then(Value::as_object_mut) {
+            object.remove("id");
+            object.remove("ts");
+        }
+    }
+    if let Some(socket) = value["configurationJson"]["socket"].as_object_mut() {
+        socket.remove("port");
+    }
+    value
+}
+
+async fn drive_remote_edit(mut peer: ThingsBoardPeer, port: u16, ready: Duration) -> RemoteRun {
+    let report = tokio::time::timeout(ready, next_report(&mut peer))
+        .await
+        .expect("no configuration report");
+    // Distinct addresses: the gateway keeps one device per address.
+    let edit = ui_edit(
+        &report,
+        json!([device_at("127.0.0.1:*", "A", "t"), device("B", "v")]),
+        "INFO",
+    );
+    peer.set_shared(NAME, edit.clone()).await;
+    let echo = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let echo = next_report(&mut peer).await;
+            if echo["ts"] == edit["ts"] {
+                return echo;
+            }
+        }
+    })
+    .await
+    .expect("no echo of the edit");
+    // The gateway opens a new listener for the new connector instance.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut connection = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    connection.write_all(b"42").unwrap();
+    let telemetry = telemetry(&mut peer, 2).await;
+    RemoteRun {
+        report,
+        echo,
+        telemetry,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_and_edits_match_the_thingsboard_gateway() {
+    let with_port = |port: u16| {
+        json!({"name": NAME, "socket": {"type": "TCP", "address": "127.0.0.1", "port": port},
+               "devices": [device_at("127.0.0.1:*", "A", "t")]})
+    };
+    let theirs = async {
+        let broker = Mosquitto::start();
+        let peer = ThingsBoardPeer::connect(broker.port()).await;
+        let port = free_port();
+        let gateway = e2e_tests::thingsboard_gateway::ThingsBoardGateway::start_with(
+            &with_port(port),
+            broker.port(),
+            &["--remote-configuration"],
+        );
+        let run = drive_remote_edit(peer, port, Duration::from_secs(60)).await;
+        gateway.terminate();
+        run
+    };
+    let ours = async {
+        let broker = Mosquitto::start();
+        let peer = ThingsBoardPeer::connect(broker.port()).await;
+        let port = free_port();
+        let connector = ConnectorProcess::start_with(
+            &with_port(port),
+            broker.port(),
+            &["--remote-configuration"],
+        );
+        let run = drive_remote_edit(peer, port, Duration::from_secs(10)).await;
+        drop(connector);
+        run
+    };
+    let (theirs, ours) = tokio::join!(theirs, ours);
+    assert_eq!(
+        comparable(ours.report),
+        comparable(theirs.report),
+        "start report"
+    );
+    assert_eq!(
+        comparable(ours.echo),
+        comparable(theirs.echo),
+        "echo of the edit"
+    );
+    assert_eq!(ours.telemetry, theirs.telemetry, "telemetry after the edit");
+    assert_eq!(
+        ours.telemetry,
+        [entry("A", "t", "42"), entry("B", "v", "42")]
+    );
+}
