@@ -48,6 +48,7 @@ pub struct Overrides {
     pub queue_full_policy: FullPolicy,
     pub queue_fsync: Fsync,
     pub remote_configuration: bool,
+    pub config_changed_at_ms: Option<i64>,
 }
 
 /// A run's settings, and where they came from.
@@ -170,6 +171,7 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
             || file.as_ref().is_some_and(|f| f.remote_configuration))
         .then(|| RemoteConfiguration {
             config_file: config.clone(),
+            config_changed_at_ms: overrides.config_changed_at_ms,
         }),
         log_level_override: None,
     };

@@ -195,6 +195,11 @@ struct ThingsBoardArgs {
     /// `thingsboard.remoteConfiguration: true` in tb_gateway.json does.
     #[arg(long, env = "TB_REMOTE_CONFIGURATION")]
     remote_configuration: bool,
+    /// With remote configuration: when the --config file's content last changed (ms since the
+    /// epoch), if not its modification time. An edit from ThingsBoard older than this is not
+    /// applied at start. The operator sets it from the SocketConnector.
+    #[arg(long, env = "CONFIG_CHANGED_AT_MS")]
+    config_changed_at_ms: Option<i64>,
 }
 
 impl RunArgs {
@@ -229,6 +234,7 @@ impl RunArgs {
             queue_full_policy: self.queue.queue_full_policy,
             queue_fsync: self.queue.queue_fsync,
             remote_configuration: tb.remote_configuration,
+            config_changed_at_ms: tb.config_changed_at_ms,
         }
     }
 }

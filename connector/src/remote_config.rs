@@ -28,6 +28,9 @@ use connector_core::thingsboard::remote_config::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfiguration {
     pub config_file: PathBuf,
+    /// When the file's content last changed (ms), when its modification time does not say
+    /// (`--config-changed-at-ms`: a Kubernetes ConfigMap is written anew at every pod start).
+    pub config_changed_at_ms: Option<i64>,
 }
 
 /// Where applied and rejected edits are said to come from, in logs.
@@ -60,7 +63,8 @@ impl RemoteConfigurator {
         qos: QoS,
         reloader: Reloader,
     ) -> Self {
-        let (document, running_ts) = read_document(&settings.config_file, &reloader);
+        let (document, modified) = read_document(&settings.config_file, &reloader);
+        let running_ts = settings.config_changed_at_ms.unwrap_or(modified);
         let file_name = settings
             .config_file
             .file_name()

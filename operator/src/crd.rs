@@ -151,6 +151,12 @@ pub struct ThingsBoardSpec {
     /// Gateway-wide report strategy, as in `tb_gateway.json` (`{"type": "ON_CHANGE"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_strategy: Option<connector_core::config::ReportStrategyConfig>,
+    /// Let ThingsBoard's UI (its Connectors page) change the connector's devices and log
+    /// settings, as `thingsboard.remoteConfiguration` in `tb_gateway.json` does. The newest edit
+    /// wins: a UI edit made after the last change of `spec.connector` runs (also after pod
+    /// restarts) until `spec.connector` changes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_configuration: Option<bool>,
 }
 
 /// MQTT basic credentials.

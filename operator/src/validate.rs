@@ -205,8 +205,6 @@ pub fn validate(
     let not_reloadable = serde_json::json!({
         "socket": &loaded.config.socket,
         "name": &loaded.config.name,
-        "logLevel": &loaded.config.log_level,
-        "enableRemoteLogging": &loaded.config.enable_remote_logging,
         "queue": &spec.queue,
     });
     let restart_hash = sha256(&[&not_reloadable.to_string(), &thingsboard]);

@@ -339,6 +339,58 @@ async fn operator_on_a_real_api_server() {
         "a device change must not restart the pods"
     );
 
+    // --- Remote configuration opt-in: the connector's flag, and when spec.connector last changed
+    // (from the real API server's managedFields, 1 s resolution) in the ConfigMap, read by the
+    // pod at start.
+    let before_ms = now_ms() - 1000;
+    merge(
+        &api,
+        &json!({"spec": {"thingsboard": {"remoteConfiguration": true}}}),
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    let changed_at: i64 = loop {
+        let config_map = config_maps.get("line-1-config").await.unwrap();
+        if let Some(value) = config_map
+            .data
+            .unwrap_or_default()
+            .get("connector-changed-at-ms")
+        {
+            break value.parse().expect("milliseconds");
+        }
+        assert!(Instant::now() < deadline, "no connector-changed-at-ms");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        (before_ms..=now_ms() + 1000).contains(&changed_at),
+        "{changed_at} not the time of the last change (after {before_ms})"
+    );
+    let remote_pod = deployments.get("line-1-0").await.unwrap();
+    let container = &remote_pod.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(container
+        .args
+        .iter()
+        .flatten()
+        .any(|arg| arg == "--remote-configuration"));
+    let env = &container.env.as_ref().expect("env")[0];
+    assert_eq!(env.name, "CONFIG_CHANGED_AT_MS");
+    let key = env
+        .value_from
+        .as_ref()
+        .unwrap()
+        .config_map_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("line-1-config", "connector-changed-at-ms")
+    );
+    merge(
+        &api,
+        &json!({"spec": {"thingsboard": {"remoteConfiguration": null}}}),
+    )
+    .await;
+
     // --- A socket change cannot be hot-reloaded: it rolls the pods.
     let socket_change = json!({"spec": {"connector": {"socket": {"bufferSize": 2048}}}});
     merge(&api, &socket_change).await;
@@ -653,4 +705,10 @@ async fn run_rendered_pod(
 async fn socket_json(config_maps: &Api<ConfigMap>) -> String {
     let config_map = config_maps.get("line-1-config").await.unwrap();
     config_map.data.unwrap_or_default()["socket.json"].clone()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -284,6 +284,33 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
     let mut connection = TcpStream::connect(newer.local_addr).unwrap();
     connection.write_all(b"y").unwrap();
     assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "y")]);
+    drop(connection);
+    newer.terminate();
+
+    // A new file whose content is older than the edit (a ConfigMap written at pod start): the
+    // edit wins again when the connector is told when the content changed.
+    let _ = peer.drain(Duration::from_millis(300)).await;
+    let changed_at = saved["ts"].as_i64().unwrap() - 60_000;
+    let restarted = ConnectorProcess::start_with(
+        &file_config,
+        broker.port(),
+        &[
+            "--remote-configuration",
+            "--config-changed-at-ms",
+            &changed_at.to_string(),
+        ],
+    );
+    let mut applied = next_report(&mut peer).await;
+    if applied["ts"] != saved["ts"] {
+        applied = next_report(&mut peer).await;
+    }
+    assert_eq!(
+        applied["configurationJson"]["devices"][0]["deviceName"],
+        "Saved"
+    );
+    let mut connection = TcpStream::connect(restarted.local_addr).unwrap();
+    connection.write_all(b"w").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("Saved", "s", "w")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,15 +6,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
-    HTTPGetAction, KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapKeySelector, ConfigMapProjection, ConfigMapVolumeSource, Container,
+    ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::config_map::{remote_configuration, CHANGED_AT_KEY};
 use super::queue_claim::queue_claim_name;
 use super::{
     config_map_name, deployment_name, labels, metadata, Defaults, CONFIG_DIR, CONFIG_FILE,
@@ -68,6 +70,24 @@ fn deployment(
     if let Some(strategy) = &tb.report_strategy {
         args.push("--report-strategy".to_owned());
         args.push(serde_json::to_string(strategy).unwrap_or_default());
+    }
+    let mut env = Vec::new();
+    if remote_configuration(sc) {
+        args.push("--remote-configuration".to_owned());
+        // From the ConfigMap, so that a change of `spec.connector` does not roll the pods: it is
+        // read at start, when the ConfigMap's file is new whatever its content's age.
+        env.push(EnvVar {
+            name: "CONFIG_CHANGED_AT_MS".to_owned(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: config_map_name(sc),
+                    key: CHANGED_AT_KEY.to_owned(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
     }
     let queue = spec.queue.clone().unwrap_or_default();
     let mut flag = |name: &str, value: Option<String>| {
@@ -147,6 +167,7 @@ fn deployment(
         image_pull_policy: spec.image_pull_policy.clone(),
         command: Some(vec!["socket-connector".to_owned()]),
         args: Some(args),
+        env: (!env.is_empty()).then_some(env),
         ports: Some(vec![
             ContainerPort {
                 name: Some("device".to_owned()),

@@ -2,6 +2,8 @@
 //! `UPDATE_GOLDEN=1 cargo test -p socket-connector-operator` rewrites them.
 
 use super::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, Time};
+
 use crate::crd::{SocketConnector, SocketConnectorSpec};
 use crate::fixtures;
 use crate::validate::validate;
@@ -62,6 +64,58 @@ fn connector_with_a_client_certificate() {
     golden("x509", &render(&resource("line-1", fixtures::x509_spec())));
 }
 
+/// `managedFields` as the apiserver keeps them: one manager owns `spec.connector`, the operator
+/// owns `status` and changed later.
+fn managed_fields(connector_owner_time: &str, status_time: &str) -> Vec<ManagedFieldsEntry> {
+    let entry = |manager: &str, time: &str, fields: serde_json::Value| ManagedFieldsEntry {
+        manager: Some(manager.to_owned()),
+        operation: Some("Update".to_owned()),
+        time: Some(Time(time.parse().expect("time"))),
+        fields_v1: Some(FieldsV1(fields)),
+        ..ManagedFieldsEntry::default()
+    };
+    vec![
+        entry(
+            "kubectl-client-side-apply",
+            connector_owner_time,
+            serde_json::json!({"f:spec": {"f:connector": {}, "f:thingsboard": {}}}),
+        ),
+        entry(
+            "socket-connector-operator",
+            status_time,
+            serde_json::json!({"f:status": {"f:conditions": {}}}),
+        ),
+    ]
+}
+
+#[test]
+fn connector_with_remote_configuration() {
+    let mut spec = fixtures::tcp_spec();
+    spec.thingsboard.remote_configuration = Some(true);
+    let mut sc = resource("line-1", spec);
+    sc.metadata.managed_fields = Some(managed_fields(
+        "2026-11-30T10:00:00Z",
+        "2026-12-01T08:00:00Z",
+    ));
+    golden("remote-configuration", &render(&sc));
+}
+
+#[test]
+fn the_connector_changed_when_its_owner_last_changed_it() {
+    let mut sc = resource("line-1", fixtures::tcp_spec());
+    sc.metadata.creation_timestamp = Some(Time("2026-11-01T00:00:00Z".parse().expect("time")));
+    assert_eq!(
+        config_map::connector_changed_at_ms(&sc),
+        1_793_491_200_000,
+        "the creation time without managedFields"
+    );
+    sc.metadata.managed_fields = Some(managed_fields(
+        "2026-11-30T10:00:00Z",
+        "2026-12-01T08:00:00Z",
+    ));
+    assert_eq!(config_map::connector_changed_at_ms(&sc), 1_796_032_800_000);
+}
+
 #[test]
 fn queue_settings_the_connector_refuses_are_rejected() {
     let mut spec = fixtures::tcp_spec();
@@ -82,6 +136,9 @@ fn only_changes_the_connector_cannot_reload_restart_the_pods() {
     };
     let mut devices_changed = base.clone();
     devices_changed.connector.devices[0].device_name = "Other".to_owned();
+    // The connector applies its log settings live too.
+    devices_changed.connector.log_level = Some(connector_core::config::LogLevel::Debug);
+    devices_changed.connector.enable_remote_logging = Some(true);
     let mut socket_changed = base.clone();
     socket_changed.connector.socket.buffer_size = Some(4096);
     assert_ne!(plan(&base).config_hash, plan(&devices_changed).config_hash);
