@@ -477,6 +477,9 @@ async fn write_status(
     let generation = sc.meta().generation;
     let old = sc.status.clone().unwrap_or_default();
     let mut conditions = status::conditions(observation, generation);
+    if let Some(plan) = plan {
+        status::with_config_warnings(&mut conditions, &plan.warnings);
+    }
     status::carry_transition_times(&mut conditions, &old.conditions);
     let new = SocketConnectorStatus {
         observed_generation: generation,
@@ -508,7 +511,8 @@ async fn write_status(
     )
     .await?;
     context.metrics.status_writes.inc();
-    publish_transition_event(sc, context, observation, &old, &new).await;
+    let warnings = plan.map_or(&[][..], |p| &p.warnings[..]);
+    publish_transition_event(sc, context, observation, &old, &new, warnings).await;
     Ok(ready)
 }
 
@@ -518,6 +522,7 @@ async fn publish_transition_event(
     observation: &Observation,
     old: &SocketConnectorStatus,
     new: &SocketConnectorStatus,
+    config_warnings: &[String],
 ) {
     let ready_reason = |s: &SocketConnectorStatus| {
         s.conditions
@@ -560,6 +565,15 @@ async fn publish_transition_event(
             reason,
             note: Some(note),
             action: "Reconcile".to_owned(),
+            secondary: None,
+        });
+    }
+    if new.config_hash != old.config_hash && !config_warnings.is_empty() {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "ConfigWarnings".to_owned(),
+            note: Some(status::config_warnings_note(config_warnings)),
+            action: "Validate".to_owned(),
             secondary: None,
         });
     }

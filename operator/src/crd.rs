@@ -1,6 +1,7 @@
 //! The `SocketConnector` custom resource. `spec.connector` is the connector's own configuration
 //! type: the very JSON of a ThingsBoard `socket.json`, one schema for both.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use connector_core::config::ConnectorConfig;
@@ -8,7 +9,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt};
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -49,7 +50,7 @@ pub struct SocketConnectorSpec {
     /// The connector configuration: the same JSON as a ThingsBoard gateway `socket.json`
     /// (current format). `socket.address` is replaced by `0.0.0.0` (or `::` for an IPv6
     /// address) so that the Service can reach the pod.
-    pub connector: ConnectorConfig,
+    pub connector: ConnectorDocument,
     /// Where ThingsBoard is and the gateway credentials.
     pub thingsboard: ThingsBoardSpec,
     /// Container image of the connector; default: the operator's `--connector-image`.
@@ -79,6 +80,24 @@ pub struct SocketConnectorSpec {
     /// The uplink queue between the connector and ThingsBoard (default: 64 MiB in memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSpec>,
+}
+
+/// `spec.connector` as written: the keys ThingsBoard ignores and its users have in their files
+/// (`description`, a device's `accessToken`) are kept, neither refused nor pruned, and reported
+/// as the connector reports them (a warning with their path). The schema is the connector's
+/// own; the operator checks the document with the connector's loader.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(transparent)]
+pub struct ConnectorDocument(pub Value);
+
+impl JsonSchema for ConnectorDocument {
+    fn schema_name() -> Cow<'static, str> {
+        ConnectorConfig::schema_name()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        ConnectorConfig::json_schema(generator)
+    }
 }
 
 /// What is kept while ThingsBoard is slow or away (docs/reliability.md).
@@ -304,6 +323,7 @@ pub fn crd() -> CustomResourceDefinition {
     let mut value = serde_json::to_value(&crd).expect("CRD serializes");
     let connector = &mut value["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
         ["spec"]["properties"]["connector"];
+    preserve_unknown_fields(connector);
     for (target, rules) in connector_rules() {
         let schema = match target {
             "socket" => &mut connector["properties"]["socket"],
@@ -317,6 +337,24 @@ pub fn crd() -> CustomResourceDefinition {
         crd = with_rules;
     }
     crd
+}
+
+/// Marks every object of the connector's schema to keep the fields it does not list
+/// ([`ConnectorDocument`]), so that `kubectl apply` neither refuses nor prunes them.
+fn preserve_unknown_fields(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            if object.contains_key("properties") {
+                object.insert(
+                    "x-kubernetes-preserve-unknown-fields".to_owned(),
+                    true.into(),
+                );
+            }
+            object.values_mut().for_each(preserve_unknown_fields);
+        }
+        Value::Array(items) => items.iter_mut().for_each(preserve_unknown_fields),
+        _ => {}
+    }
 }
 
 /// The CRD as YAML, what `socket-connector-operator crd` prints and `crds/` holds.

@@ -178,6 +178,39 @@ pub fn conditions(observation: &Observation, generation: Option<i64>) -> Vec<Con
     }
 }
 
+/// Warnings listed in the ConfigValid message at most; the rest are counted.
+const LISTED_WARNINGS: usize = 10;
+
+/// A valid configuration with keys the connector ignores (or other warnings of its loader):
+/// ConfigValid stays True, with reason `ValidWithWarnings` and the warnings, paths first.
+pub fn with_config_warnings(conditions: &mut [Condition], warnings: &[String]) {
+    if warnings.is_empty() {
+        return;
+    }
+    let Some(valid) = conditions
+        .iter_mut()
+        .find(|c| c.type_ == "ConfigValid" && c.status == "True")
+    else {
+        return;
+    };
+    valid.reason = "ValidWithWarnings".to_owned();
+    valid.message = config_warnings_note(warnings);
+}
+
+/// `valid; the connector warns: spec.connector.<path>: ...; ...` (bounded).
+pub fn config_warnings_note(warnings: &[String]) -> String {
+    let listed: Vec<String> = warnings
+        .iter()
+        .take(LISTED_WARNINGS)
+        .map(|warning| format!("spec.connector.{warning}"))
+        .collect();
+    let mut note = format!("valid; the connector warns: {}", listed.join("; "));
+    if warnings.len() > LISTED_WARNINGS {
+        note.push_str(&format!("; and {} more", warnings.len() - LISTED_WARNINGS));
+    }
+    note
+}
+
 /// Keeps each condition's transition time when its status did not change, so an unchanged status
 /// compares equal and is not written again.
 pub fn carry_transition_times(new: &mut [Condition], old: &[Condition]) {
@@ -306,5 +339,42 @@ mod tests {
             find(&flipped, "ConfigValid").last_transition_time,
             find(&old, "ConfigValid").last_transition_time
         );
+    }
+
+    #[test]
+    fn warnings_of_a_valid_config_are_named_on_config_valid() {
+        let observation = Observation::Applied {
+            desired: 1,
+            ready: 1,
+            updated: true,
+            paused: false,
+        };
+        let mut conditions = conditions(&observation, Some(1));
+        let warnings: Vec<String> = (0..12)
+            .map(|i| format!("devices[{i}].accessToken: unknown key, ignored"))
+            .collect();
+        with_config_warnings(&mut conditions, &warnings);
+        let valid = find(&conditions, "ConfigValid");
+        assert_eq!(
+            (valid.status.as_str(), valid.reason.as_str()),
+            ("True", "ValidWithWarnings")
+        );
+        assert!(valid
+            .message
+            .starts_with("valid; the connector warns: spec.connector.devices[0].accessToken"));
+        assert!(valid.message.ends_with("; and 2 more"), "{}", valid.message);
+        let mut invalid = conditions_of_invalid();
+        with_config_warnings(&mut invalid, &warnings);
+        assert_eq!(find(&invalid, "ConfigValid").reason, "InvalidConfig");
+    }
+
+    fn conditions_of_invalid() -> Vec<Condition> {
+        conditions(
+            &Observation::Invalid {
+                failure: Failure::InvalidConfig,
+                message: "bad".into(),
+            },
+            Some(1),
+        )
     }
 }

@@ -166,7 +166,11 @@ pub fn validate(
     namespace: &str,
     name: &str,
 ) -> Result<Plan, SpecError> {
-    let config = pod_config(&spec.connector);
+    // The document as written, with the connector's loader: its warnings name the keys it
+    // ignores, as the connector's own log would.
+    let written = load_value(spec.connector.0.clone())
+        .map_err(|e| SpecError::InvalidConfig(e.to_string()))?;
+    let config = pod_config(&written.config);
     let value = serde_json::to_value(&config)
         .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
     let loaded = load_value(value).map_err(|e| SpecError::InvalidConfig(e.to_string()))?;
@@ -223,7 +227,7 @@ pub fn validate(
         metrics_port: spec.metrics_port.unwrap_or(DEFAULT_METRICS_PORT),
         devices: loaded.config.devices.len(),
         paused: spec.paused.unwrap_or(false) || replicas == 0,
-        warnings: loaded.warnings,
+        warnings: written.warnings,
         memory_limit,
     })
 }
@@ -464,7 +468,10 @@ mod tests {
     #[test]
     fn config_errors_carry_the_json_path() {
         let mut spec = fixtures::tcp_spec();
-        spec.connector.devices[0].address = None;
+        spec.connector.0["devices"][0]
+            .as_object_mut()
+            .expect("device")
+            .remove("address");
         let error = validate(&spec, "ns", "n").unwrap_err();
         assert_eq!(error.failure(), Failure::InvalidConfig);
         assert!(
@@ -580,7 +587,7 @@ mod tests {
     fn hash_follows_the_config() {
         let spec = fixtures::tcp_spec();
         let mut changed = spec.clone();
-        changed.connector.devices[0].device_name = "Other".into();
+        changed.connector.0["devices"][0]["deviceName"] = "Other".into();
         let (a, b) = (
             validate(&spec, "n", "n").unwrap(),
             validate(&changed, "n", "n").unwrap(),

@@ -315,6 +315,10 @@ async fn operator_on_a_real_api_server() {
         "{table}"
     );
 
+    // --- A socket.json with keys ThingsBoard ignores, applied as `kubectl apply --server-side`
+    // does (strict field validation): kept, valid, and named in a warning.
+    extra_keys_are_kept_and_reported(&client, ns, broker.port()).await;
+
     // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
     run_rendered_pod(&client, ns, &deployment, &config_map, &broker, device_port).await;
 
@@ -597,6 +601,64 @@ fn pod_hash(deployment: &Deployment) -> String {
 
 /// Runs the connector binary with the rendered container's command, args and environment (the
 /// token taken from the Secret, as the kubelet would) and the ConfigMap at the mounted path.
+async fn extra_keys_are_kept_and_reported(client: &Client, ns: &str, tb_port: u16) {
+    let mut with_extras = spec(tb_port, free_port(), free_port());
+    with_extras["connector"]["description"] = json!("line 1 presses");
+    let device = &mut with_extras["connector"]["devices"][0];
+    device["accessToken"] = json!("device-token");
+    device["telemetry"][0]["description"] = json!("temperature");
+    let object = json!({"apiVersion": "tbsc.io/v1alpha1", "kind": "SocketConnector",
+        "metadata": {"name": "extras"}, "spec": with_extras});
+    let resource = kube::core::ApiResource::erase::<SocketConnector>(&());
+    let raw: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let strict = PatchParams {
+        field_manager: Some("kubectl".to_owned()),
+        field_validation: Some(kube::api::ValidationDirective::Strict),
+        ..PatchParams::default()
+    };
+    raw.patch("extras", &strict, &Patch::Apply(&object))
+        .await
+        .expect("the API server accepts keys ThingsBoard ignores");
+    let stored = raw.get("extras").await.unwrap();
+    assert_eq!(
+        stored.data["spec"]["connector"]["devices"][0]["accessToken"], "device-token",
+        "not pruned"
+    );
+    let warned = wait_for(client, ns, "extras", "ValidWithWarnings", |sc| {
+        condition(sc, "ConfigValid").is_some_and(|c| c.reason == "ValidWithWarnings")
+    })
+    .await;
+    let message = &condition(&warned, "ConfigValid").unwrap().message;
+    for path in [
+        "spec.connector.description",
+        "spec.connector.devices[0].accessToken",
+        "spec.connector.devices[0].telemetry[0].description",
+    ] {
+        assert!(message.contains(path), "{path} not in {message:?}");
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let warned = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .any(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("extras")
+                    && e.reason.as_deref() == Some("ConfigWarnings")
+                    && e.note.as_deref().is_some_and(|n| n.contains("accessToken"))
+            });
+        if warned {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ConfigWarnings event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    raw.delete("extras", &Default::default()).await.unwrap();
+}
+
 async fn run_rendered_pod(
     client: &Client,
     ns: &str,

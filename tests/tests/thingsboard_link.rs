@@ -423,8 +423,8 @@ async fn the_operators_x509_pod_connects() {
     let mut spec = socket_connector_operator::fixtures::x509_spec();
     spec.thingsboard.host = "127.0.0.1".to_owned();
     spec.thingsboard.port = Some(i32::from(port));
-    spec.connector.socket.port = free_port();
-    spec.connector.devices[0].device_name = "Press 1".to_owned();
+    spec.connector.0["socket"]["port"] = free_port().into();
+    spec.connector.0["devices"][0]["deviceName"] = "Press 1".into();
     spec.metrics_port = Some(i32::from(free_port()));
     let mut sc = SocketConnector::new("line-1", spec);
     sc.metadata.namespace = Some("plant".to_owned());

@@ -135,12 +135,12 @@ fn only_changes_the_connector_cannot_reload_restart_the_pods() {
         crate::validate::validate(spec, "ns", "n").expect("valid")
     };
     let mut devices_changed = base.clone();
-    devices_changed.connector.devices[0].device_name = "Other".to_owned();
+    devices_changed.connector.0["devices"][0]["deviceName"] = "Other".into();
     // The connector applies its log settings live too.
-    devices_changed.connector.log_level = Some(connector_core::config::LogLevel::Debug);
-    devices_changed.connector.enable_remote_logging = Some(true);
+    devices_changed.connector.0["logLevel"] = "DEBUG".into();
+    devices_changed.connector.0["enableRemoteLogging"] = true.into();
     let mut socket_changed = base.clone();
-    socket_changed.connector.socket.buffer_size = Some(4096);
+    socket_changed.connector.0["socket"]["bufferSize"] = 4096.into();
     assert_ne!(plan(&base).config_hash, plan(&devices_changed).config_hash);
     assert_eq!(
         plan(&base).restart_hash,
