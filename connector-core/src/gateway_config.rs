@@ -196,9 +196,21 @@ pub struct GatewaySettings {
     /// The socket connector to run: its name and its `socket.json`.
     pub socket_connector: Option<(Option<String>, PathBuf)>,
     pub remote_configuration: bool,
+    /// `thingsboard.statistics`, when the file has it.
+    pub statistics: Option<StatisticsSetting>,
     /// Keys accepted and not used, and other things the user should hear, with their paths.
     pub warnings: Vec<String>,
 }
+
+/// The gateway statistics of `thingsboard.statistics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatisticsSetting {
+    pub enabled: bool,
+    pub period_seconds: Option<u64>,
+}
+
+/// The gateway's shortest `statsSendPeriodInSeconds`.
+pub const MIN_STATISTICS_PERIOD_SECONDS: u64 = 10;
 
 /// What one record of the ThingsBoard gateway's storage is taken to weigh in the queue, to turn
 /// its record counts into this queue's byte bound.
@@ -237,7 +249,6 @@ pub fn parse_gateway_file(text: &str, directory: &Path) -> Result<GatewaySetting
     for (key, set) in [
         ("remoteShell", tb.remote_shell.is_some()),
         ("latencyDebugMode", tb.latency_debug_mode.is_some()),
-        ("statistics", tb.statistics.is_some()),
         ("deviceFiltering", tb.device_filtering.is_some()),
         (
             "checkConnectorsConfigurationInSeconds",
@@ -272,6 +283,10 @@ pub fn parse_gateway_file(text: &str, directory: &Path) -> Result<GatewaySetting
             ));
         }
     }
+    let statistics = tb
+        .statistics
+        .as_ref()
+        .map(|section| statistics_setting(section, &mut warnings));
     if file.grpc.is_some() {
         warnings.push("grpc: not supported by this connector, ignored".to_owned());
     }
@@ -332,8 +347,32 @@ pub fn parse_gateway_file(text: &str, directory: &Path) -> Result<GatewaySetting
         storage,
         socket_connector,
         remote_configuration: tb.remote_configuration == Some(true),
+        statistics,
         warnings,
     })
+}
+
+/// `thingsboard.statistics`: `enable` (default true) and `statsSendPeriodInSeconds` (at least
+/// 10, as the gateway enforces). Custom statistics run shell commands and are not supported.
+fn statistics_setting(section: &Value, warnings: &mut Vec<String>) -> StatisticsSetting {
+    if section.get("enableCustom").and_then(Value::as_bool) == Some(true)
+        || section.get("configuration").is_some()
+    {
+        warnings.push(
+            "thingsboard.statistics.enableCustom: custom statistics (shell commands) are not run by this connector"
+                .to_owned(),
+        );
+    }
+    StatisticsSetting {
+        enabled: section
+            .get("enable")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        period_seconds: section
+            .get("statsSendPeriodInSeconds")
+            .and_then(Value::as_u64)
+            .map(|seconds| seconds.max(MIN_STATISTICS_PERIOD_SECONDS)),
+    }
 }
 
 /// A file named in `tb_gateway.json`: a relative name is taken from the file's directory (the
@@ -499,7 +538,14 @@ mod tests {
             ))
         );
         assert!(settings.remote_configuration);
-        for key in ["thingsboard.statistics", "thingsboard.remoteShell", "grpc"] {
+        assert_eq!(
+            settings.statistics,
+            Some(StatisticsSetting {
+                enabled: true,
+                period_seconds: Some(60)
+            })
+        );
+        for key in ["thingsboard.remoteShell", "grpc"] {
             assert!(
                 settings.warnings.iter().any(|w| w.starts_with(key)),
                 "{key}: {:?}",

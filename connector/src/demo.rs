@@ -61,6 +61,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         batching: Default::default(),
         remote_configuration: None,
         log_level_override: None,
+        statistics_period: None,
     };
     let connector = Connector::start(&loaded, settings).await?;
     let device_addr = connector.local_addr();

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use connector_core::config::{ReportStrategy, ReportStrategyConfig};
-use connector_core::gateway_config::{self, Credentials, StorageChoice, TlsFiles};
+use connector_core::gateway_config::{
+    self, Credentials, StatisticsSetting, StorageChoice, TlsFiles,
+};
 use connector_core::settings::{Fsync, FullPolicy};
 
 use crate::queue::{QueueSettings, Storage};
@@ -15,7 +17,7 @@ use crate::remote_config::RemoteConfiguration;
 use crate::runtime::{GatewaySettings, DEFAULT_MAX_DEVICES};
 use crate::thingsboard::link::{Auth, Secret, MAX_PAYLOAD};
 use crate::thingsboard::uplink::{Batching, DEFAULT_LINGER, DEFAULT_MAX_MESSAGES_PER_BATCH};
-use crate::thingsboard::MqttSettings;
+use crate::thingsboard::{statistics, MqttSettings};
 
 /// What the command line (flags and environment variables) says; `None` leaves it to the file.
 #[derive(Debug, Clone, Default)]
@@ -49,6 +51,8 @@ pub struct Overrides {
     pub queue_fsync: Fsync,
     pub remote_configuration: bool,
     pub config_changed_at_ms: Option<i64>,
+    /// `--statistics-period-seconds`: 0 turns the gateway statistics off.
+    pub statistics_period_seconds: Option<u64>,
 }
 
 /// A run's settings, and where they came from.
@@ -174,12 +178,33 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
             config_changed_at_ms: overrides.config_changed_at_ms,
         }),
         log_level_override: None,
+        statistics_period: statistics_period(
+            overrides.statistics_period_seconds,
+            file.as_ref().and_then(|f| f.statistics),
+        ),
     };
     Ok(Resolved {
         settings,
         config,
         warnings: file.map(|f| f.warnings).unwrap_or_default(),
     })
+}
+
+/// The flag (0: off), else `thingsboard.statistics`, else on every 60 s as in the gateway.
+fn statistics_period(flag: Option<u64>, file: Option<StatisticsSetting>) -> Option<Duration> {
+    match (flag, file) {
+        (Some(0), _) => None,
+        (Some(seconds), _) => Some(Duration::from_secs(seconds)),
+        (None, Some(StatisticsSetting { enabled: false, .. })) => None,
+        (
+            None,
+            Some(StatisticsSetting {
+                period_seconds: Some(seconds),
+                ..
+            }),
+        ) => Some(Duration::from_secs(seconds)),
+        (None, _) => Some(statistics::DEFAULT_PERIOD),
+    }
 }
 
 /// Flags win over the file; several kinds of credentials on the command line are an error.
@@ -424,6 +449,30 @@ mod tests {
             },
             1,
         )
+    }
+
+    #[test]
+    fn statistics_are_on_every_minute_unless_the_file_or_the_flag_says_otherwise() {
+        let period = |extra: serde_json::Value, flag: Option<u64>| {
+            resolve_with_thingsboard_keys(
+                extra,
+                Overrides {
+                    statistics_period_seconds: flag,
+                    ..overrides()
+                },
+            )
+            .unwrap()
+            .settings
+            .statistics_period
+        };
+        let seconds = |s| Some(Duration::from_secs(s));
+        assert_eq!(period(serde_json::json!({}), None), seconds(60));
+        let off = serde_json::json!({"statistics": {"enable": false}});
+        assert_eq!(period(off.clone(), None), None);
+        assert_eq!(period(off, Some(5)), seconds(5));
+        let fast = serde_json::json!({"statistics": {"statsSendPeriodInSeconds": 3}});
+        assert_eq!(period(fast, None), seconds(10), "the gateway's minimum");
+        assert_eq!(period(serde_json::json!({}), Some(0)), None);
     }
 
     #[test]

@@ -200,6 +200,10 @@ struct ThingsBoardArgs {
     /// applied at start. The operator sets it from the SocketConnector.
     #[arg(long, env = "CONFIG_CHANGED_AT_MS")]
     config_changed_at_ms: Option<i64>,
+    /// Send the gateway statistics ThingsBoard's gateway dashboard plots every this many seconds
+    /// (default: tb_gateway.json's thingsboard.statistics, else 60); 0 turns them off.
+    #[arg(long, env = "TB_STATISTICS_PERIOD_SECONDS")]
+    statistics_period_seconds: Option<u64>,
 }
 
 impl RunArgs {
@@ -235,6 +239,7 @@ impl RunArgs {
             queue_fsync: self.queue.queue_fsync,
             remote_configuration: tb.remote_configuration,
             config_changed_at_ms: tb.config_changed_at_ms,
+            statistics_period_seconds: tb.statistics_period_seconds,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::reload::Reloader;
 use crate::remote_config::{RemoteConfiguration, RemoteConfigurator};
 use crate::supervisor::{Failures, Supervisor, TaskFailure};
 use crate::thingsboard::session::Session;
+use crate::thingsboard::statistics::StatisticsTask;
 use crate::thingsboard::uplink::{Batching, Uplink, UplinkSettings};
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
 use crate::transport::limits::ConnectionLimits;
@@ -50,6 +51,8 @@ pub struct GatewaySettings {
     pub remote_configuration: Option<RemoteConfiguration>,
     /// `--log-level`: wins over the configuration's `logLevel`, also after reloads.
     pub log_level_override: Option<LogLevel>,
+    /// How often the gateway statistics are sent; none: not at all.
+    pub statistics_period: Option<Duration>,
 }
 
 /// Default of [`GatewaySettings::max_devices`].
@@ -211,7 +214,22 @@ impl Connector {
             remote,
         );
         supervisor.spawn("downlink", downlink.run(downlink_rx, requests_rx));
-        if let Some(logs) = crate::logging::remote::take() {
+        let logs = crate::logging::remote::take();
+        if let Some(period) = settings.statistics_period {
+            let statistics = StatisticsTask {
+                publisher: publisher.clone(),
+                qos: settings.mqtt.qos,
+                connector_name: connector_name.clone(),
+                period,
+                queue: uplink_queue.clone(),
+                errors: logs
+                    .as_ref()
+                    .map(|logs| logs.counters.clone())
+                    .unwrap_or_default(),
+            };
+            supervisor.spawn("statistics", statistics.run(stop.subscribe()));
+        }
+        if let Some(logs) = logs {
             let remote_logs = remote_logs::run(
                 publisher,
                 settings.mqtt.qos,

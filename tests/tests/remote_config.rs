@@ -323,7 +323,11 @@ async fn without_remote_configuration_ui_edits_change_nothing() {
             "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
             "devices": [device("B", "v")]}});
     peer.set_shared(NAME, edit).await;
-    let published = reports_within(&mut peer, Duration::from_secs(2)).await;
+    let published: Vec<Message> = reports_within(&mut peer, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .filter(|m| m.json().get(NAME).is_some() || m.json().get("active_connectors").is_some())
+        .collect();
     assert!(published.is_empty(), "reported: {published:?}");
     let mut connection = TcpStream::connect(connector.local_addr).unwrap();
     connection.write_all(b"z").unwrap();
@@ -473,4 +477,110 @@ async fn reports_and_edits_match_the_thingsboard_gateway() {
         ours.telemetry,
         [entry("A", "t", "42"), entry("B", "v", "42")]
     );
+}
+
+/// Statistics messages (`machineStats`, ...) on the gateway device's telemetry until `done`
+/// holds for the ones seen, or `timeout`.
+async fn statistics_until(
+    peer: &mut ThingsBoardPeer,
+    timeout: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done(&seen) && tokio::time::Instant::now() < deadline {
+        if let Some(message) = peer.next(Duration::from_millis(200)).await {
+            if message.topic == "v1/devices/me/telemetry"
+                && message.json().get("machineStats").is_some()
+            {
+                seen.push(message.json());
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_statistics_are_sent_every_period_with_the_gateways_keys() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let connector = ConnectorProcess::start_with(
+        &config(json!([device("A", "t")])),
+        broker.port(),
+        &["--statistics-period-seconds", "1"],
+    );
+    let totals = loop {
+        let message = peer.next_on(CLIENT_ATTRIBUTES).await.json();
+        if message.get("totalMemory").is_some() {
+            break message;
+        }
+    };
+    assert!(
+        totals["cpuCount"].as_u64().is_some_and(|n| n >= 1),
+        "{totals}"
+    );
+    assert!(
+        totals["totalDisk"]
+            .as_str()
+            .is_some_and(|s| s.ends_with('G') || s.ends_with('T')),
+        "{totals}"
+    );
+
+    let mut connection = TcpStream::connect(connector.local_addr).unwrap();
+    for frame in [&b"1"[..], b"22", b"333"] {
+        connection.write_all(frame).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let received = |seen: &[Value]| -> u64 {
+        seen.iter()
+            .filter_map(|s| s["connectorsStats"][NAME]["connectorMsgsReceived"].as_u64())
+            .sum()
+    };
+    let seen = statistics_until(&mut peer, Duration::from_secs(10), |seen| {
+        received(seen) >= 3
+    })
+    .await;
+    assert_eq!(received(&seen), 3, "counts are per period: {seen:?}");
+    let bytes: u64 = seen
+        .iter()
+        .filter_map(|s| s["connectorsStats"][NAME]["connectorBytesReceived"].as_u64())
+        .sum();
+    assert_eq!(bytes, 6);
+    let pushed: u64 = seen
+        .iter()
+        .filter_map(|s| s["serviceStats"]["platformMsgPushed"].as_u64())
+        .sum();
+    assert!(pushed >= 1, "{seen:?}");
+    let last = seen.last().unwrap();
+    for key in [
+        "totalCpuUsage",
+        "diskUsage",
+        "freeMemory",
+        "gwProcessCpuUsage",
+        "gwMemory",
+    ] {
+        assert!(last["machineStats"][key].is_number(), "{key}: {last}");
+    }
+    assert!(last["machineStats"]["freeMemory"]
+        .as_f64()
+        .is_some_and(|p| p > 0.0 && p <= 100.0));
+    assert!(last["serviceStats"]["storageMsgCount"].is_u64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statistics_start_with_the_connector_by_default_and_can_be_switched_off() {
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let on = ConnectorProcess::start(&config(json!([device("A", "t")])), broker.port());
+    let first = statistics_until(&mut peer, Duration::from_secs(5), |seen| !seen.is_empty()).await;
+    assert_eq!(first.len(), 1, "the first statistics are sent at start");
+    drop(on);
+    let _ = peer.drain(Duration::from_millis(300)).await;
+    let _off = ConnectorProcess::start_with(
+        &config(json!([device("A", "t")])),
+        broker.port(),
+        &["--statistics-period-seconds", "0"],
+    );
+    let none = statistics_until(&mut peer, Duration::from_secs(3), |_| false).await;
+    assert!(none.is_empty(), "{none:?}");
 }

@@ -1,7 +1,8 @@
 //! ThingsBoard's MQTT gateway API without IO: topics and payloads ([`api`]), the session
-//! limits ThingsBoard announces ([`limits`]) and remote configuration from its UI
-//! ([`remote_config`]).
+//! limits ThingsBoard announces ([`limits`]), remote configuration from its UI
+//! ([`remote_config`]) and the gateway statistics its dashboard plots ([`statistics`]).
 
 pub mod api;
 pub mod limits;
 pub mod remote_config;
+pub mod statistics;

@@ -1,11 +1,12 @@
 //! The ThingsBoard side: the MQTT client ([`link`]), the session that sends the queue and
 //! survives reconnects ([`session`]), the task that turns converted data into gateway-API
-//! publishes ([`uplink`], with the payloads of `connector_core::thingsboard::api`) and remote logs
-//! ([`remote_logs`]).
+//! publishes ([`uplink`], with the payloads of `connector_core::thingsboard::api`), remote logs
+//! ([`remote_logs`]) and the gateway statistics ([`statistics`]).
 
 pub mod link;
 pub mod remote_logs;
 pub mod session;
+pub mod statistics;
 pub mod uplink;
 
 pub use link::MqttSettings;
