@@ -48,12 +48,19 @@ pub enum SpecError {
         needed_mib: u64,
         queue: String,
     },
+    /// The rendered `socket.json` does not fit in a ConfigMap.
+    #[error("spec.connector renders to {bytes} bytes of socket.json, more than the {MAX_CONFIG_BYTES} a ConfigMap holds; split the devices over several SocketConnectors")]
+    ConfigTooLarge { bytes: usize },
 }
+
+/// What the rendered `socket.json` may weigh: a ConfigMap holds 1 MiB, and the change time of
+/// remote configuration and the object's metadata share it.
+pub const MAX_CONFIG_BYTES: usize = 1_000_000;
 
 impl SpecError {
     pub fn failure(&self) -> Failure {
         match self {
-            Self::InvalidConfig(_) => Failure::InvalidConfig,
+            Self::InvalidConfig(_) | Self::ConfigTooLarge { .. } => Failure::InvalidConfig,
             Self::DuplicateAccessToken { .. } => Failure::DuplicateAccessToken,
             Self::NotEnoughAccessTokens { .. } => Failure::NotEnoughAccessTokens,
             Self::InvalidCredentials(_) => Failure::InvalidCredentials,
@@ -202,8 +209,14 @@ pub fn validate(
         check_queue(queue)?;
     }
     let memory_limit = check_memory(spec)?;
-    let config_json = serde_json::to_string_pretty(&loaded.config)
+    // Compact: a pretty-printed large configuration is several times its spec.
+    let config_json = serde_json::to_string(&loaded.config)
         .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
+    if config_json.len() > MAX_CONFIG_BYTES {
+        return Err(SpecError::ConfigTooLarge {
+            bytes: config_json.len(),
+        });
+    }
     let thingsboard = serde_json::to_string(&spec.thingsboard).unwrap_or_default();
     let config_hash = sha256(&[&config_json, &thingsboard]);
     let not_reloadable = serde_json::json!({
@@ -460,9 +473,38 @@ mod tests {
         assert_eq!(plan.port, 50000);
         assert_eq!(plan.protocol, "TCP");
         assert_eq!(plan.devices, 1);
-        assert!(plan.config_json.contains("\"address\": \"0.0.0.0\""));
+        assert!(plan.config_json.contains("\"address\":\"0.0.0.0\""));
         assert_eq!(plan.identities[0].client_id, "plant.line-1-0");
         assert!(plan.config_hash.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn the_config_map_is_compact_and_one_that_cannot_fit_is_refused() {
+        let mut spec = fixtures::tcp_spec();
+        let device = spec.connector.0["devices"][0].clone();
+        let devices = |count: usize, name_length: usize| -> serde_json::Value {
+            (0..count)
+                .map(|n| {
+                    let mut device = device.clone();
+                    device["deviceName"] = format!("{n:05}{}", "x".repeat(name_length)).into();
+                    device
+                })
+                .collect::<Vec<_>>()
+                .into()
+        };
+        spec.connector.0["devices"] = devices(100, 10);
+        let plan = validate(&spec, "ns", "n").expect("valid");
+        let written = serde_json::to_string(&spec.connector.0).unwrap().len();
+        assert!(
+            plan.config_json.len() < written * 3 / 2,
+            "{} bytes rendered from {written}",
+            plan.config_json.len()
+        );
+        spec.connector.0["devices"] = devices(200, MAX_CONFIG_BYTES / 150);
+        let error = validate(&spec, "ns", "n").unwrap_err();
+        assert!(matches!(error, SpecError::ConfigTooLarge { .. }), "{error}");
+        assert_eq!(error.failure(), Failure::InvalidConfig);
+        assert!(error.to_string().contains("split the devices"), "{error}");
     }
 
     #[test]

@@ -190,6 +190,12 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
     // The example manifests, too.
     for example in ["tcp-string-device.yaml", "udp-binary-device.yaml"] {
         let path = root().join("examples/kubernetes").join(example);
+        // Applied after `kubectl create secret`, a shipped Secret would overwrite the user's.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.lines().any(|line| line.trim() == "kind: Secret"),
+            "{example} ships a Secret"
+        );
         ok(
             &kubectl(
                 &admin,
