@@ -388,12 +388,40 @@ async fn apply_if_changed(
         .unwrap_or_default()
         .to_owned();
     let api = api_for(&context.client, namespace, &child);
+    let kind = child["kind"].as_str().unwrap_or_default().to_owned();
     if let Some(live) = api.get_opt(&name).await? {
         if live.annotations().get(APPLIED_HASH_ANNOTATION) == Some(&hash) {
-            return Ok(());
+            // The same desired object was applied; it still holds unless someone changed the
+            // live one (kubectl edit, scale): then apply again (drift correction).
+            let live = serde_json::to_value(&live).unwrap_or_default();
+            match crate::drift::first_difference(&child, &live) {
+                None => return Ok(()),
+                Some(path) => {
+                    warn!(%namespace, %name, %kind, %path, "child changed by someone else; applying it again");
+                    // A server-side apply keeps list entries another manager added (a Service
+                    // port edited by hand is a new entry): a merge patch replaces the lists with
+                    // the desired ones first.
+                    let mut reset = serde_json::Map::new();
+                    for section in ["spec", "data"] {
+                        if let Some(value) = child.get(section) {
+                            reset.insert(section.to_owned(), value.clone());
+                        }
+                    }
+                    api.patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&Value::Object(reset)),
+                    )
+                    .await?;
+                    context
+                        .metrics
+                        .drift_corrections
+                        .with_label_values(&[kind.as_str()])
+                        .inc();
+                }
+            }
         }
     }
-    let kind = child["kind"].as_str().unwrap_or_default().to_owned();
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER).force(),

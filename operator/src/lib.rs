@@ -7,6 +7,7 @@
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod drift;
 pub mod failure;
 pub mod fixtures;
 pub mod leader;

@@ -16,6 +16,8 @@ pub struct OperatorMetrics {
     pub reconcile_duration: Histogram,
     /// `kind`: ConfigMap, Deployment, Service.
     pub applies: IntCounterVec,
+    /// Children applied again because someone changed them, by kind.
+    pub drift_corrections: IntCounterVec,
     pub status_writes: IntCounter,
     /// Set once the controller runs (or stands by for the lease).
     pub started: AtomicBool,
@@ -44,6 +46,11 @@ impl OperatorMetrics {
         let applies = counter_vec(
             "socket_connector_operator_applies_total",
             "Children server-side applied because they changed, by kind.",
+            "kind",
+        );
+        let drift_corrections = counter_vec(
+            "socket_connector_operator_drift_corrections_total",
+            "Children applied again because their live object no longer held what the operator applied, by kind.",
             "kind",
         );
         let reconcile_duration = Histogram::with_opts(
@@ -78,6 +85,7 @@ impl OperatorMetrics {
             },
             reconcile_duration,
             applies,
+            drift_corrections,
             status_writes,
             started: AtomicBool::new(false),
         }

@@ -532,6 +532,76 @@ async fn operator_on_a_real_api_server() {
         0
     );
 
+    // --- Drift: a child changed by hand is put back (the operator watches what it owns and
+    // compares the live object with what it applied), one correction each.
+    let mut service = services.get("line-1").await.unwrap();
+    service.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 1234;
+    services
+        .replace("line-1", &PostParams::default(), &service)
+        .await
+        .unwrap();
+    let mut config_map = config_maps.get("line-1-config").await.unwrap();
+    let rendered = config_map.data.as_ref().unwrap()["socket.json"].clone();
+    config_map
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("socket.json".to_owned(), "{}".to_owned());
+    config_maps
+        .replace("line-1-config", &PostParams::default(), &config_map)
+        .await
+        .unwrap();
+    let mut scaled = deployments.get("line-1-0").await.unwrap();
+    scaled.spec.as_mut().unwrap().replicas = Some(3);
+    deployments
+        .replace("line-1-0", &PostParams::default(), &scaled)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let port = services
+            .get("line-1")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()[0]
+            .port;
+        let data = config_maps
+            .get("line-1-config")
+            .await
+            .unwrap()
+            .data
+            .unwrap_or_default();
+        let replicas = deployments
+            .get("line-1-0")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas;
+        if port == device_port as i32 && data["socket.json"] == rendered && replicas == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift not corrected: port {port}, replicas {replicas:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for kind in ["Service", "ConfigMap", "Deployment"] {
+        assert!(
+            restarted
+                .metrics
+                .drift_corrections
+                .with_label_values(&[kind])
+                .get()
+                >= 1,
+            "{kind}"
+        );
+    }
+
     // --- Deleting the resource: its children are owned by it (no kube-controller-manager here to
     // collect them; the owner references are what garbage collection follows).
     api.delete("line-1", &Default::default()).await.unwrap();
