@@ -1,7 +1,8 @@
 //! What ThingsBoard sends (input: the MQTT topic, a newline, the payload) through the downlink
 //! parser, then through what the connector writes to devices: Python `str()` of values encoded in
 //! every encoding, `json.dumps()` of attribute responses (must be JSON), the `set` / `socket_set`
-//! RPC params, ThingsBoard's session limits (rate-limit windows). The topic line is also read as an attribute-request expression applied to the
+//! RPC params, ThingsBoard's session limits (rate-limit windows), the gateway device's shared
+//! attributes as remote configuration (an edit built, loaded and reported back). The topic line is also read as an attribute-request expression applied to the
 //! payload. Nothing may panic.
 
 #![no_main]
@@ -15,7 +16,11 @@ use connector_core::convert::text;
 use connector_core::downlink::expression::{KeyNames, RequestMatcher};
 use connector_core::downlink::messages::{parse, Incoming};
 use connector_core::downlink::{python, rpc};
+use connector_core::load::load_value;
 use connector_core::thingsboard::limits::{RateLimiter, SessionLimits};
+use connector_core::thingsboard::remote_config::{
+    connector_edit, connector_report, shared_changes, ConnectorIdentity, SharedChange,
+};
 
 const ENCODINGS: &[Encoding] = Encoding::ALL;
 
@@ -67,6 +72,18 @@ fuzz_target!(|data: &[u8]| {
                     let _ = limiter.delay(1.0, Duration::ZERO);
                     limiter.take(1.0, Duration::ZERO);
                     let _ = limiter.delay(1e9, Duration::from_millis(1500));
+                }
+            }
+        }
+        Ok(Incoming::GatewayShared(shared)) => {
+            for change in shared_changes(&shared.attributes) {
+                if let SharedChange::Connector { value, .. } = change {
+                    if let Ok(edit) = connector_edit(&value) {
+                        let _ = load_value(edit.document.clone());
+                        let identity = ConnectorIdentity::new(&edit.name, "socket.json", &edit.document);
+                        json_dumps(&connector_report(&identity, &edit.document, edit.ts));
+                        json_dumps(&edit.echo);
+                    }
                 }
             }
         }
