@@ -80,6 +80,46 @@ pub struct SocketConnectorSpec {
     /// The uplink queue between the connector and ThingsBoard (default: 64 MiB in memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSpec>,
+    /// Where and how the connector pods run: scheduling, pod metadata, extra volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodSettings>,
+}
+
+/// Settings of the connector pods a real cluster asks for; each is passed to the pod template as
+/// it is (Kubernetes' own types and validation).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSettings {
+    /// Labels of the pods (beside the operator's, which win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations of the pods, e.g. `k8s.v1.cni.cncf.io/networks` for a Multus device network
+    /// (beside the operator's, which win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<k8s_openapi::api::core::v1::TopologySpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<k8s_openapi::api::core::v1::LocalObjectReference>,
+    /// Extra volumes of the pods, e.g. the Secret with the device-side TLS files
+    /// (`socket.tls` in `spec.connector`), mounted with `volumeMounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+    /// Where the connector container mounts `volumes`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
+    /// Run in the node's network namespace (devices reach the node's own address, no Service
+    /// needed). A restricted Pod Security namespace refuses such pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
 }
 
 /// `spec.connector` as written: the keys ThingsBoard ignores and its users have in their files
@@ -255,6 +295,16 @@ fn default_token_key() -> String {
 /// The connector's Service.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.externalTrafficPolicy) || (has(self.type) && self.type != 'ClusterIP')",
+        "message": "externalTrafficPolicy needs type NodePort or LoadBalancer"
+    },
+    {
+        "rule": "(!has(self.loadBalancerSourceRanges) && !has(self.loadBalancerClass)) || (has(self.type) && self.type == 'LoadBalancer')",
+        "message": "loadBalancerSourceRanges and loadBalancerClass need type LoadBalancer"
+    }
+]))]
 pub struct ServiceSpec {
     /// ClusterIP (default), NodePort or LoadBalancer.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +317,23 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30000, max = 32767))]
     pub node_port: Option<i32>,
+    /// NodePort/LoadBalancer only. `Local` (the default there) keeps each device's own address as
+    /// the peer the connector sees, so the devices' address filters match; `Cluster` replaces it
+    /// with a node's, so that only `*:*` filters match (docs/kubernetes.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Cluster", "Local"]))]
+    pub external_traffic_policy: Option<String>,
+    /// LoadBalancer only: the client address ranges (CIDRs) the load balancer admits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+    /// LoadBalancer only: which load-balancer implementation serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+    /// `ClientIP` keeps a device on one pod, and so with one gateway identity, across
+    /// reconnects (default with several replicas); `None` spreads connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["None", "ClientIP"]))]
+    pub session_affinity: Option<String>,
 }
 
 /// What the operator observed.

@@ -87,3 +87,42 @@ pub fn x509_spec() -> SocketConnectorSpec {
     .expect("fixture thingsboard spec");
     spec
 }
+
+/// A TLS device listener on a LoadBalancer for one site's address range, its certificate from a
+/// Secret volume, pods pinned to edge nodes with a Multus network annotation.
+pub fn pod_settings_spec() -> SocketConnectorSpec {
+    let mut spec = tcp_spec();
+    spec.connector.0["socket"]["tls"] = json!({
+        "certFile": "/etc/device-tls/tls.crt",
+        "keyFile": "/etc/device-tls/tls.key"
+    });
+    let settings = json!({
+        "service": {
+            "type": "LoadBalancer",
+            "loadBalancerSourceRanges": ["198.18.0.0/24"],
+            "loadBalancerClass": "example.com/edge-lb"
+        },
+        "pod": {
+            "labels": {"site": "plant-7"},
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "device-net"},
+            "nodeSelector": {"node-role.example.com/edge": "true"},
+            "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["plant-7"]}
+                ]}]}}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "line-1"}}}],
+            "priorityClassName": "edge-critical",
+            "imagePullSecrets": [{"name": "registry"}],
+            "volumes": [{"name": "device-tls", "secret": {"secretName": "line-1-device-tls"}}],
+            "volumeMounts": [{"name": "device-tls", "mountPath": "/etc/device-tls", "readOnly": true}]
+        }
+    });
+    let mut value = serde_json::to_value(&spec).expect("spec");
+    if let (Some(object), Some(extra)) = (value.as_object_mut(), settings.as_object()) {
+        object.extend(extra.clone());
+    }
+    serde_json::from_value(value).expect("fixture spec")
+}

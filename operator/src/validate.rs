@@ -212,6 +212,7 @@ pub fn validate(
     // Compact: a pretty-printed large configuration is several times its spec.
     let config_json = serde_json::to_string(&loaded.config)
         .map_err(|e| SpecError::InvalidConfig(format!("(root): {e}")))?;
+    check_device_tls_files(&loaded.config, spec)?;
     if config_json.len() > MAX_CONFIG_BYTES {
         return Err(SpecError::ConfigTooLarge {
             bytes: config_json.len(),
@@ -450,6 +451,41 @@ fn sha256(parts: &[&str]) -> String {
 
 /// The configuration as a pod runs it: it must listen on every interface, or the Service cannot
 /// reach it (a `127.0.0.1` copied from a ThingsBoard `socket.json` is the classic trap).
+/// The device-side TLS files (`socket.tls`) must be in a volume the pod mounts: otherwise the pod
+/// crash-loops on a missing file.
+fn check_device_tls_files(
+    config: &ConnectorConfig,
+    spec: &SocketConnectorSpec,
+) -> Result<(), SpecError> {
+    let Some(tls) = &config.socket.tls else {
+        return Ok(());
+    };
+    let mounts: Vec<&str> = spec
+        .pod
+        .iter()
+        .flat_map(|pod| &pod.volume_mounts)
+        .map(|mount| mount.mount_path.trim_end_matches('/'))
+        .collect();
+    let files = [
+        ("certFile", Some(&tls.cert_file)),
+        ("keyFile", Some(&tls.key_file)),
+        ("clientCaFile", tls.client_ca_file.as_ref()),
+    ];
+    for (key, file) in files {
+        let Some(file) = file else { continue };
+        let mounted = mounts.iter().any(|mount| {
+            file.strip_prefix(mount)
+                .is_some_and(|rest| rest.starts_with('/'))
+        });
+        if !mounted {
+            return Err(SpecError::InvalidConfig(format!(
+                "socket.tls.{key}: {file} is in no volume the pod mounts; add the Secret with the device TLS files to spec.pod.volumes and spec.pod.volumeMounts"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn pod_config(config: &ConnectorConfig) -> ConnectorConfig {
     let mut config = config.clone();
     let ipv6 = config
@@ -505,6 +541,20 @@ mod tests {
         assert!(matches!(error, SpecError::ConfigTooLarge { .. }), "{error}");
         assert_eq!(error.failure(), Failure::InvalidConfig);
         assert!(error.to_string().contains("split the devices"), "{error}");
+    }
+
+    #[test]
+    fn device_tls_files_must_be_in_a_mounted_volume() {
+        let mut spec = fixtures::pod_settings_spec();
+        assert!(validate(&spec, "ns", "n").is_ok());
+        spec.pod.as_mut().unwrap().volume_mounts.clear();
+        let error = validate(&spec, "ns", "n").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "spec.connector.socket.tls.certFile: /etc/device-tls/tls.crt is in no volume"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

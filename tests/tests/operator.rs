@@ -212,6 +212,11 @@ async fn operator_on_a_real_api_server() {
     assert!(rejection(&client, ns, two_cas)
         .await
         .contains("tls.ca needs exactly one of secret and configMap"));
+    let mut cluster_local = spec(1883, 50000, 9100);
+    cluster_local["service"] = json!({"externalTrafficPolicy": "Local"});
+    assert!(rejection(&client, ns, cluster_local)
+        .await
+        .contains("externalTrafficPolicy needs type NodePort or LoadBalancer"));
     let mut sctp = spec(1883, 50000, 9100);
     sctp["connector"]["socket"]["type"] = json!("SCTP");
     assert!(rejection(&client, ns, sctp)
@@ -318,6 +323,7 @@ async fn operator_on_a_real_api_server() {
     // --- A socket.json with keys ThingsBoard ignores, applied as `kubectl apply --server-side`
     // does (strict field validation): kept, valid, and named in a warning.
     extra_keys_are_kept_and_reported(&client, ns, broker.port()).await;
+    pod_and_service_settings_reach_the_children(&client, ns, broker.port()).await;
 
     // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
     run_rendered_pod(&client, ns, &deployment, &config_map, &broker, device_port).await;
@@ -671,6 +677,76 @@ fn pod_hash(deployment: &Deployment) -> String {
 
 /// Runs the connector binary with the rendered container's command, args and environment (the
 /// token taken from the Secret, as the kubelet would) and the ConfigMap at the mounted path.
+/// `spec.pod` and `spec.service` settings, rendered and accepted by the API server.
+async fn pod_and_service_settings_reach_the_children(client: &Client, ns: &str, tb_port: u16) {
+    let mut edge = spec(tb_port, free_port(), free_port());
+    edge["connector"]["socket"]["tls"] =
+        json!({"certFile": "/etc/device-tls/tls.crt", "keyFile": "/etc/device-tls/tls.key"});
+    edge["service"] =
+        json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["198.18.0.0/24"]});
+    edge["pod"] = json!({
+        "annotations": {"k8s.v1.cni.cncf.io/networks": "device-net"},
+        "nodeSelector": {"node-role.example.com/edge": "true"},
+        "tolerations": [{"key": "edge", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "system-node-critical",
+        "volumes": [{"name": "device-tls", "secret": {"secretName": "edge-device-tls"}}],
+        "volumeMounts": [{"name": "device-tls", "mountPath": "/etc/device-tls", "readOnly": true}]
+    });
+    create(client, ns, "edge", edge).await.expect("create");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + WAIT;
+    let (deployment, service) = loop {
+        if let (Some(d), Some(s)) = (
+            deployments.get_opt("edge-0").await.unwrap(),
+            services.get_opt("edge").await.unwrap(),
+        ) {
+            break (d, s);
+        }
+        assert!(Instant::now() < deadline, "edge children not created");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let template = deployment.spec.unwrap().template;
+    let pod = template.spec.unwrap();
+    assert_eq!(
+        pod.node_selector.unwrap()["node-role.example.com/edge"],
+        "true"
+    );
+    assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("edge"));
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert!(pod.volumes.unwrap().iter().any(|v| v.name == "device-tls"));
+    assert!(pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.mount_path == "/etc/device-tls"));
+    assert_eq!(
+        template.metadata.unwrap().annotations.unwrap()["k8s.v1.cni.cncf.io/networks"],
+        "device-net"
+    );
+    let service = service.spec.unwrap();
+    assert_eq!(service.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(
+        service.load_balancer_source_ranges,
+        Some(vec!["198.18.0.0/24".to_owned()])
+    );
+    let ports: Vec<String> = service
+        .ports
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| p.name)
+        .collect();
+    assert_eq!(ports, ["device"], "no metrics port on a LoadBalancer");
+    let connectors: Api<SocketConnector> = Api::namespaced(client.clone(), ns);
+    connectors
+        .delete("edge", &Default::default())
+        .await
+        .unwrap();
+}
+
 async fn extra_keys_are_kept_and_reported(client: &Client, ns: &str, tb_port: u16) {
     let mut with_extras = spec(tb_port, free_port(), free_port());
     with_extras["connector"]["description"] = json!("line 1 presses");

@@ -103,6 +103,7 @@ fn deployment(
         "queue-directory",
         queue.persistence.as_ref().map(|_| QUEUE_DIR.to_owned()),
     );
+    let pod = spec.pod.clone().unwrap_or_default();
     let mut volume_mounts = vec![
         VolumeMount {
             name: "config".to_owned(),
@@ -151,6 +152,8 @@ fn deployment(
             ..Volume::default()
         });
     }
+    volume_mounts.extend(pod.volume_mounts.iter().cloned());
+    volumes.extend(pod.volumes.iter().cloned());
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -198,7 +201,9 @@ fn deployment(
         volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
-    let annotations = BTreeMap::from([
+    // The user's pod labels and annotations, under the operator's own.
+    let mut annotations = pod.annotations.clone();
+    annotations.extend([
         (
             RESTART_HASH_ANNOTATION.to_owned(),
             plan.restart_hash.clone(),
@@ -209,6 +214,8 @@ fn deployment(
             plan.metrics_port.to_string(),
         ),
     ]);
+    let mut template_labels = pod.labels.clone();
+    template_labels.extend(pod_labels);
     Deployment {
         metadata: metadata(sc, deployment_name(sc, identity), &replica),
         spec: Some(DeploymentSpec {
@@ -224,7 +231,7 @@ fn deployment(
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
+                    labels: Some(template_labels),
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
@@ -245,6 +252,19 @@ fn deployment(
                         ..PodSecurityContext::default()
                     }),
                     volumes: Some(volumes),
+                    node_selector: (!pod.node_selector.is_empty())
+                        .then(|| pod.node_selector.clone()),
+                    tolerations: non_empty(&pod.tolerations),
+                    affinity: pod.affinity.clone(),
+                    topology_spread_constraints: non_empty(&pod.topology_spread_constraints),
+                    priority_class_name: pod.priority_class_name.clone(),
+                    image_pull_secrets: non_empty(&pod.image_pull_secrets),
+                    host_network: pod.host_network.filter(|on| *on),
+                    // Cluster DNS (ThingsBoard's Service name) also from the node's network.
+                    dns_policy: pod
+                        .host_network
+                        .filter(|on| *on)
+                        .map(|_| "ClusterFirstWithHostNet".to_owned()),
                     ..PodSpec::default()
                 }),
             },
@@ -252,6 +272,11 @@ fn deployment(
         }),
         ..Deployment::default()
     }
+}
+
+/// A list the API server would drop when empty: none then.
+fn non_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
 }
 
 /// The connector's credential flags and the projection that puts the files they name into

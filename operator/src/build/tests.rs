@@ -89,6 +89,14 @@ fn managed_fields(connector_owner_time: &str, status_time: &str) -> Vec<ManagedF
 }
 
 #[test]
+fn connector_with_pod_and_service_settings() {
+    golden(
+        "pod-settings",
+        &render(&resource("line-1", fixtures::pod_settings_spec())),
+    );
+}
+
+#[test]
 fn connector_with_remote_configuration() {
     let mut spec = fixtures::tcp_spec();
     spec.thingsboard.remote_configuration = Some(true);
