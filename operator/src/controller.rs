@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{DeserializeGuard, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::Action;
@@ -221,8 +222,8 @@ async fn reconcile_inner(
     if let Some(message) = missing_secret(sc, &plan, context).await? {
         let observation = Observation::SecretMissing { message };
         write_status(sc, context, &observation, None, None).await?;
-        // Secrets are not watched: look again soon.
-        return Ok(Action::requeue(Duration::from_secs(15)));
+        let interval = status::secret_poll_interval(sc.status.as_ref(), Timestamp::now());
+        return Ok(Action::requeue(interval));
     }
     // build (pure) and apply
     let children = build::children(sc, &plan, &context.defaults);

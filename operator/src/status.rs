@@ -2,6 +2,8 @@
 //! A condition's `lastTransitionTime` changes only when its status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::time::Duration;
+
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::SocketConnectorStatus;
@@ -223,6 +225,28 @@ pub fn carry_transition_times(new: &mut [Condition], old: &[Condition]) {
     }
 }
 
+/// Secrets are not watched (that would need list and watch on every Secret of the namespace,
+/// values included): while one is missing the operator looks again, every 2 s for the first
+/// 2 minutes of waiting (a Secret created right after its SocketConnector), then every 15 s.
+pub fn secret_poll_interval(status: Option<&SocketConnectorStatus>, now: Timestamp) -> Duration {
+    let waiting_since = status.and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "SecretMissing")
+            .map(|c| c.last_transition_time.0)
+    });
+    let waited = waiting_since
+        .and_then(|since| now.duration_since(since).try_into().ok())
+        .unwrap_or(Duration::ZERO);
+    if waited < SECRET_FAST_POLL_FOR {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(15)
+    }
+}
+
+const SECRET_FAST_POLL_FOR: Duration = Duration::from_secs(120);
+
 pub fn is_ready(status: Option<&SocketConnectorStatus>) -> bool {
     status.is_some_and(|s| {
         s.conditions
@@ -376,5 +400,33 @@ mod tests {
             },
             Some(1),
         )
+    }
+
+    #[test]
+    fn a_missing_secret_is_looked_for_often_at_first() {
+        let missing = Observation::SecretMissing {
+            message: "Secret plant/gateway does not exist".into(),
+        };
+        let status = |waited_s: i64| SocketConnectorStatus {
+            conditions: conditions(&missing, Some(1))
+                .into_iter()
+                .map(|mut c| {
+                    c.last_transition_time =
+                        Time(Timestamp::from_second(1_000_000 - waited_s).unwrap());
+                    c
+                })
+                .collect(),
+            ..SocketConnectorStatus::default()
+        };
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        assert_eq!(secret_poll_interval(None, now), Duration::from_secs(2));
+        assert_eq!(
+            secret_poll_interval(Some(&status(10)), now),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            secret_poll_interval(Some(&status(600)), now),
+            Duration::from_secs(15)
+        );
     }
 }
