@@ -107,8 +107,9 @@ impl RemoteConfigurator {
             return;
         }
         self.generation = self.reloader.generation();
-        let (document, ts) = read_document(&self.config_file, &self.reloader);
-        self.running_ts = ts.max(self.running_ts);
+        let (document, _) = read_document(&self.config_file, &self.reloader);
+        // Reloaded now (a changed file or SIGHUP): newer than every edit made before.
+        self.running_ts = now_ms().max(self.running_ts);
         self.reported = connector_report(&self.identity, &document, self.running_ts);
         self.publish(self.reported.clone()).await;
     }

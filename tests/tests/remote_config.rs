@@ -73,6 +73,16 @@ fn entry(device: &str, key: &str, value: &str) -> (String, String, Value) {
     (device.to_owned(), key.to_owned(), json!(value))
 }
 
+/// Mosquitto, the peer playing ThingsBoard, and a connector with one device "A" (key "t") run
+/// with `args`.
+async fn device_a_connector(args: &[&str]) -> (Mosquitto, ThingsBoardPeer, ConnectorProcess) {
+    let broker = Mosquitto::start();
+    let peer = ThingsBoardPeer::connect(broker.port()).await;
+    let connector =
+        ConnectorProcess::start_with(&config(json!([device("A", "t")])), broker.port(), args);
+    (broker, peer, connector)
+}
+
 /// What the UI saves after the user edited the form loaded from `report`: the reported value
 /// with new devices and log level, a new `ts`, the UI's own keys (as observed from ThingsBoard).
 fn ui_edit(report: &Value, devices: Value, log_level: &str) -> Value {
@@ -502,13 +512,8 @@ async fn statistics_until(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_statistics_are_sent_every_period_with_the_gateways_keys() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start_with(
-        &config(json!([device("A", "t")])),
-        broker.port(),
-        &["--statistics-period-seconds", "1"],
-    );
+    let (_broker, mut peer, connector) =
+        device_a_connector(&["--statistics-period-seconds", "1"]).await;
     let totals = loop {
         let message = peer.next_on(CLIENT_ATTRIBUTES).await.json();
         if message.get("totalMemory").is_some() {
@@ -583,4 +588,41 @@ async fn statistics_start_with_the_connector_by_default_and_can_be_switched_off(
     );
     let none = statistics_until(&mut peer, Duration::from_secs(3), |_| false).await;
     assert!(none.is_empty(), "{none:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_changed_after_a_ui_edit_wins_and_is_reported() {
+    let (_broker, mut peer, connector) = device_a_connector(&["--remote-configuration"]).await;
+    let report = next_report(&mut peer).await;
+    let edit = ui_edit(&report, json!([device("UI", "u")]), "INFO");
+    peer.set_shared(NAME, edit.clone()).await;
+    let echo = next_report(&mut peer).await;
+    assert_eq!(echo["ts"], edit["ts"]);
+
+    // The file changes afterwards (an operator's ConfigMap update, an edit on disk).
+    let file = config(json!([device("File", "f")]));
+    std::fs::write(
+        connector.config_path(),
+        serde_json::to_vec_pretty(&file).unwrap(),
+    )
+    .unwrap();
+    let reported = next_report(&mut peer).await;
+    assert_eq!(
+        reported["configurationJson"]["devices"][0]["deviceName"],
+        "File"
+    );
+    assert!(reported["ts"].as_i64() > edit["ts"].as_i64(), "{reported}");
+    // ThingsBoard hands the older edit out again (a reconnect, a re-save of the same value).
+    peer.set_shared(NAME, edit.clone()).await;
+    // An applied edit would be echoed within a second (the first test sees it in milliseconds).
+    for message in reports_within(&mut peer, Duration::from_secs(1)).await {
+        assert_ne!(
+            message.json()[NAME]["ts"],
+            edit["ts"],
+            "the older edit was applied"
+        );
+    }
+    let mut connection = TcpStream::connect(connector.local_addr).unwrap();
+    connection.write_all(b"v").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [entry("File", "f", "v")]);
 }
