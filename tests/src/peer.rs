@@ -139,14 +139,7 @@ impl ThingsBoardPeer {
                                 serde_json::from_slice(&message.payload).unwrap_or_default();
                             let answer = attribute_answer(&request, &store.lock().unwrap());
                             let topic = format!("v1/devices/me/attributes/response/{id}");
-                            let payload = answer.to_string().into_bytes();
-                            echoes
-                                .lock()
-                                .unwrap()
-                                .push_back((topic.clone(), payload.clone()));
-                            let _ = responder
-                                .publish(topic, QoS::AtLeastOnce, false, payload)
-                                .await;
+                            answer_as_thingsboard(&responder, &echoes, topic, &answer).await;
                         }
                         if let Some(id) = message.topic.strip_prefix("v1/devices/me/rpc/request/") {
                             let request: Value =
@@ -155,14 +148,7 @@ impl ThingsBoardPeer {
                                 (request["method"] == "getSessionLimits", &limits)
                             {
                                 let topic = format!("v1/devices/me/rpc/response/{id}");
-                                let payload = limits.to_string().into_bytes();
-                                echoes
-                                    .lock()
-                                    .unwrap()
-                                    .push_back((topic.clone(), payload.clone()));
-                                let _ = responder
-                                    .publish(topic, QoS::AtLeastOnce, false, payload)
-                                    .await;
+                                answer_as_thingsboard(&responder, &echoes, topic, limits).await;
                             }
                         }
                         if tx.send(message).is_err() {
@@ -269,6 +255,21 @@ impl ThingsBoardPeer {
         all
     }
 
+    /// Telemetry values `(device, key, value)` in arrival order until `count` arrived; panics
+    /// when they do not arrive promptly.
+    pub async fn telemetry_values(&mut self, count: usize) -> Vec<(String, String, Value)> {
+        let mut found = Vec::new();
+        while found.len() < count {
+            let message = self.next_on("v1/gateway/telemetry").await;
+            for (device, _, values) in telemetry_entries(&message) {
+                for (key, value) in values.as_object().cloned().unwrap_or_default() {
+                    found.push((device.clone(), key, value));
+                }
+            }
+        }
+        found
+    }
+
     /// Everything that arrives until nothing has for `quiet`.
     pub async fn drain(&mut self, quiet: Duration) -> Vec<Message> {
         let mut all = Vec::new();
@@ -285,6 +286,17 @@ impl Drop for ThingsBoardPeer {
     }
 }
 
+/// Publishes ThingsBoard's answer, remembering it so that its echo is dropped.
+async fn answer_as_thingsboard(client: &AsyncClient, sent: &Sent, topic: String, answer: &Value) {
+    let payload = answer.to_string().into_bytes();
+    sent.lock()
+        .unwrap()
+        .push_back((topic.clone(), payload.clone()));
+    let _ = client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await;
+}
+
 fn is_echo(sent: &Sent, message: &Message) -> bool {
     let mut sent = sent.lock().unwrap();
     match sent
@@ -297,6 +309,11 @@ fn is_echo(sent: &Sent, message: &Message) -> bool {
         }
         None => false,
     }
+}
+
+/// One telemetry value as [`ThingsBoardPeer::telemetry_values`] gives it.
+pub fn value(device: &str, key: &str, value: &str) -> (String, String, Value) {
+    (device.to_owned(), key.to_owned(), json!(value))
 }
 
 /// Telemetry entries of a gateway telemetry payload, flattened: `(device, ts, values)`.

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use e2e_tests::http::{get, sample};
-use e2e_tests::peer::telemetry_entries;
+use e2e_tests::peer::value;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
 use serde_json::{json, Value};
 
@@ -34,24 +34,6 @@ fn metric(address: SocketAddr, series: &str) -> f64 {
     sample(&get(address, "/metrics").1, series).unwrap_or(0.0)
 }
 
-/// Telemetry entries `(device, key, value)` until `count` arrived.
-async fn telemetry(peer: &mut ThingsBoardPeer, count: usize) -> Vec<(String, String, Value)> {
-    let mut found = Vec::new();
-    while found.len() < count {
-        let message = peer.next_on("v1/gateway/telemetry").await;
-        for (device, _, values) in telemetry_entries(&message) {
-            for (key, value) in values.as_object().cloned().unwrap_or_default() {
-                found.push((device.clone(), key, value));
-            }
-        }
-    }
-    found
-}
-
-fn entry(device: &str, key: &str, value: &str) -> (String, String, Value) {
-    (device.to_owned(), key.to_owned(), json!(value))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_change_on_reload_without_dropping_connections_or_the_session() {
     let broker = Mosquitto::start();
@@ -59,7 +41,7 @@ async fn devices_change_on_reload_without_dropping_connections_or_the_session() 
     let (connector, metrics) = start(&config(json!({}), json!([device("A", "t")])), broker.port());
     let mut stream = TcpStream::connect(connector.local_addr).unwrap();
     stream.write_all(b"one").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "one")]);
+    assert_eq!(peer.telemetry_values(1).await, [value("A", "t", "one")]);
 
     // A changes its key and B is added: the open connection feeds both at once.
     let path = connector.config_path();
@@ -67,9 +49,9 @@ async fn devices_change_on_reload_without_dropping_connections_or_the_session() 
     std::fs::write(&path, serde_json::to_vec_pretty(&reloaded).unwrap()).unwrap();
     connector.wait_for_log("configuration reloaded");
     stream.write_all(b"two").unwrap();
-    let mut after = telemetry(&mut peer, 2).await;
+    let mut after = peer.telemetry_values(2).await;
     after.sort_by_key(|e| (e.0.clone(), e.1.clone()));
-    assert_eq!(after, [entry("A", "u", "two"), entry("B", "v", "two")]);
+    assert_eq!(after, [value("A", "u", "two"), value("B", "v", "two")]);
     assert_eq!(
         metric(
             metrics,
@@ -100,9 +82,9 @@ async fn devices_change_on_reload_without_dropping_connections_or_the_session() 
     connector.wait_for_logs("configuration reload rejected", 2);
     assert!(connector.logs_containing("socket section changed").len() == 1);
     stream.write_all(b"three").unwrap();
-    let mut kept = telemetry(&mut peer, 2).await;
+    let mut kept = peer.telemetry_values(2).await;
     kept.sort_by_key(|e| (e.0.clone(), e.1.clone()));
-    assert_eq!(kept, [entry("A", "u", "three"), entry("B", "v", "three")]);
+    assert_eq!(kept, [value("A", "u", "three"), value("B", "v", "three")]);
     assert_eq!(
         metric(
             metrics,

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e_tests::http::{get, sample};
-use e2e_tests::peer::{telemetry_entries, Message};
+use e2e_tests::peer::{telemetry_entries, value, Message};
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer};
 use serde_json::{json, Value};
 
@@ -56,21 +56,9 @@ async fn next_report(peer: &mut ThingsBoardPeer) -> Value {
 
 /// Telemetry values `(device, key, value)` until `count` arrived.
 async fn telemetry(peer: &mut ThingsBoardPeer, count: usize) -> Vec<(String, String, Value)> {
-    let mut found = Vec::new();
-    while found.len() < count {
-        let message = peer.next_on("v1/gateway/telemetry").await;
-        for (device, _, values) in telemetry_entries(&message) {
-            for (key, value) in values.as_object().cloned().unwrap_or_default() {
-                found.push((device.clone(), key, value));
-            }
-        }
-    }
+    let mut found = peer.telemetry_values(count).await;
     found.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     found
-}
-
-fn entry(device: &str, key: &str, value: &str) -> (String, String, Value) {
-    (device.to_owned(), key.to_owned(), json!(value))
 }
 
 /// Mosquitto, the peer playing ThingsBoard, and a connector with one device "A" (key "t") run
@@ -140,7 +128,7 @@ async fn a_ui_edit_is_applied_live_and_reported_back_and_a_bad_one_is_refused() 
 
     let mut device_connection = TcpStream::connect(connector.local_addr).unwrap();
     device_connection.write_all(b"one").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "one")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "one")]);
 
     // The user changes A's key, adds B and switches the log level to DEBUG.
     let edit = ui_edit(
@@ -165,7 +153,7 @@ async fn a_ui_edit_is_applied_live_and_reported_back_and_a_bad_one_is_refused() 
     device_connection.write_all(b"two").unwrap();
     assert_eq!(
         telemetry(&mut peer, 2).await,
-        [entry("A", "u", "two"), entry("B", "v", "two")]
+        [value("A", "u", "two"), value("B", "v", "two")]
     );
     assert_eq!(
         metric(metrics, "socket_connector_connections_accepted_total"),
@@ -274,7 +262,7 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
     );
     let mut connection = TcpStream::connect(older.local_addr).unwrap();
     connection.write_all(b"x").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("Saved", "s", "x")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("Saved", "s", "x")]);
     drop(connection);
     older.terminate();
 
@@ -293,7 +281,7 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
     }
     let mut connection = TcpStream::connect(newer.local_addr).unwrap();
     connection.write_all(b"y").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "y")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "y")]);
     drop(connection);
     newer.terminate();
 
@@ -320,7 +308,7 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
     );
     let mut connection = TcpStream::connect(restarted.local_addr).unwrap();
     connection.write_all(b"w").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("Saved", "s", "w")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("Saved", "s", "w")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,7 +329,7 @@ async fn without_remote_configuration_ui_edits_change_nothing() {
     assert!(published.is_empty(), "reported: {published:?}");
     let mut connection = TcpStream::connect(connector.local_addr).unwrap();
     connection.write_all(b"z").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "z")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "z")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -351,7 +339,7 @@ async fn gateway_rpcs_are_answered_as_the_gateway_answers_them() {
     let connector = ConnectorProcess::start(&config(json!([device("A", "t")])), broker.port());
     let mut connection = TcpStream::connect(connector.local_addr).unwrap();
     connection.write_all(b"1").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("A", "t", "1")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "1")]);
 
     let mut ask = async |id: u32, method: &str| -> Value {
         peer.publish(
@@ -485,7 +473,7 @@ async fn reports_and_edits_match_the_thingsboard_gateway() {
     assert_eq!(ours.telemetry, theirs.telemetry, "telemetry after the edit");
     assert_eq!(
         ours.telemetry,
-        [entry("A", "t", "42"), entry("B", "v", "42")]
+        [value("A", "t", "42"), value("B", "v", "42")]
     );
 }
 
@@ -624,5 +612,5 @@ async fn a_file_changed_after_a_ui_edit_wins_and_is_reported() {
     }
     let mut connection = TcpStream::connect(connector.local_addr).unwrap();
     connection.write_all(b"v").unwrap();
-    assert_eq!(telemetry(&mut peer, 1).await, [entry("File", "f", "v")]);
+    assert_eq!(telemetry(&mut peer, 1).await, [value("File", "f", "v")]);
 }
