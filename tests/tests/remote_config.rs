@@ -54,6 +54,16 @@ async fn next_report(peer: &mut ThingsBoardPeer) -> Value {
     }
 }
 
+/// At start the first report describes the file; when the answer to the attribute request
+/// applies a saved edit, the next one describes it. The report with `ts`, of those two.
+async fn report_after_the_answer(peer: &mut ThingsBoardPeer, ts: &Value) -> Value {
+    let first = next_report(peer).await;
+    if first["ts"] == *ts {
+        return first;
+    }
+    next_report(peer).await
+}
+
 /// Telemetry values `(device, key, value)` until `count` arrived.
 async fn telemetry(peer: &mut ThingsBoardPeer, count: usize) -> Vec<(String, String, Value)> {
     let mut found = peer.telemetry_values(count).await;
@@ -250,11 +260,7 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
         &["--remote-configuration"],
         Duration::from_secs(3600),
     );
-    let mut applied = next_report(&mut peer).await;
-    if applied["ts"] != saved["ts"] {
-        // The first report describes the file; the one after the answer, the saved edit.
-        applied = next_report(&mut peer).await;
-    }
+    let applied = report_after_the_answer(&mut peer, &saved["ts"]).await;
     assert_eq!(applied["ts"], saved["ts"]);
     assert_eq!(
         applied["configurationJson"]["devices"][0]["deviceName"],
@@ -298,10 +304,7 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
             &changed_at.to_string(),
         ],
     );
-    let mut applied = next_report(&mut peer).await;
-    if applied["ts"] != saved["ts"] {
-        applied = next_report(&mut peer).await;
-    }
+    let applied = report_after_the_answer(&mut peer, &saved["ts"]).await;
     assert_eq!(
         applied["configurationJson"]["devices"][0]["deviceName"],
         "Saved"
@@ -313,9 +316,7 @@ async fn an_edit_saved_while_away_is_applied_at_start_unless_the_file_is_newer()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_remote_configuration_ui_edits_change_nothing() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&config(json!([device("A", "t")])), broker.port());
+    let (_broker, mut peer, connector) = device_a_connector(&[]).await;
     let edit = json!({"name": NAME, "type": "socket", "ts": now_ms(),
         "configurationJson": {"name": NAME,
             "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
@@ -334,9 +335,7 @@ async fn without_remote_configuration_ui_edits_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_rpcs_are_answered_as_the_gateway_answers_them() {
-    let broker = Mosquitto::start();
-    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
-    let connector = ConnectorProcess::start(&config(json!([device("A", "t")])), broker.port());
+    let (_broker, mut peer, connector) = device_a_connector(&[]).await;
     let mut connection = TcpStream::connect(connector.local_addr).unwrap();
     connection.write_all(b"1").unwrap();
     assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "1")]);
