@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine: installs what the tests need
-# (Mosquitto, the ThingsBoard gateway for the differential test, etcd and kube-apiserver built
+# (Mosquitto, Prometheus, the ThingsBoard gateway for the differential test, etcd and kube-apiserver built
 # from Go modules), then lints and tests the workspace. Slow artefacts live in $TBSC_CACHE (default /var/cache/tbsc), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,10 +11,15 @@ mkdir -p "$TBSC_CACHE"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  echo "== installing mosquitto"
+# Mosquitto plays ThingsBoard's MQTT endpoint; Prometheus (and promtool) check the chart's
+# monitoring.
+missing=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if [ -x tests/tbgw/install.sh ]; then

@@ -44,9 +44,7 @@ pub struct Metrics {
     pub queue_writable: IntGauge,
     /// `result`: `applied`, `rejected`.
     pub config_reloads: IntCounterVec,
-    /// `reason`: `attribute_request_queue_full`, `remote_log_queue_full`,
-    /// `frame_too_long`, `bad_length_field`, `queue_full_drop_oldest`, `queue_full_drop_newest`
-    /// (publishes).
+    /// `reason`: the labels of [`crate::events::DropReason`].
     pub dropped: IntCounterVec,
     /// `outcome`: `sent`, `answered`, `timed_out`.
     pub attribute_requests: IntCounterVec,

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 GET for scraping the connector's `/metrics` and probes in tests.
+//! A minimal HTTP/1.1 GET for scraping the connector's `/metrics` and probes, and for
+//! Prometheus' query API, in tests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,11 +19,30 @@ pub fn get(address: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("HTTP status");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let chunked = head
+        .lines()
+        .any(|line| line.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     (status, body)
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Go's net/http sends bodies above 2 KiB so).
+fn dechunk(mut chunks: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, rest)) = chunks.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        body.push_str(&rest[..size]);
+        chunks = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    body
 }
 
 /// The value of one sample (`name{labels}` exactly as exposed), or None when absent.

@@ -3,6 +3,7 @@
 //! binary run as a child process.
 
 pub mod broker;
+pub mod chart;
 pub mod connector;
 pub mod control_plane;
 pub mod http;

@@ -6,56 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e_tests::control_plane::{bin_dir, fake_kubelet, ControlPlane};
+use e2e_tests::chart::{chart, helm, ok, root, template, KUBE_VERSION};
+use e2e_tests::control_plane::{fake_kubelet, ControlPlane};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::PostParams;
 use kube::Api;
 use serde_json::json;
 use socket_connector_operator::crd::{SecretKeyRef, SocketConnector};
-
-const KUBE_VERSION: &str = "1.34.0";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn chart() -> PathBuf {
-    root().join("charts/socket-connector-operator")
-}
-
-fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
-}
-
-fn helm(args: &[&str]) -> Output {
-    run(Command::new(bin_dir().join("helm"))
-        .args(args)
-        .env("HELM_CACHE_HOME", std::env::temp_dir())
-        .env("HELM_CONFIG_HOME", std::env::temp_dir()))
-}
-
-fn template(values: &[&Path], extra: &[&str]) -> Output {
-    let chart = chart();
-    let mut args = vec![
-        "template",
-        "sco",
-        chart.to_str().unwrap(),
-        "--namespace",
-        "operator-system",
-        "--kube-version",
-        KUBE_VERSION,
-    ];
-    let values: Vec<String> = values.iter().map(|v| v.display().to_string()).collect();
-    for file in &values {
-        args.push("--values");
-        args.push(file);
-    }
-    args.extend_from_slice(extra);
-    helm(&args)
-}
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
@@ -83,16 +41,6 @@ fn apply_file(kubeconfig: &Path, file: &str) {
         &kubectl(kubeconfig, &["apply", "--server-side", "-f", path], None),
         &format!("apply {file}"),
     );
-}
-
-fn ok(output: &Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]

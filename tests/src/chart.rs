@@ -1,0 +1,63 @@
+//! The Helm chart, rendered with the helm binary built for the tests (`tests/k8s/build-binaries.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::control_plane::bin_dir;
+
+/// The Kubernetes version the chart is rendered for (the test apiserver's).
+pub const KUBE_VERSION: &str = "1.34.0";
+
+/// The repository's root directory.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn chart() -> PathBuf {
+    root().join("charts/socket-connector-operator")
+}
+
+pub fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+pub fn helm(args: &[&str]) -> Output {
+    run(Command::new(bin_dir().join("helm"))
+        .args(args)
+        .env("HELM_CACHE_HOME", std::env::temp_dir())
+        .env("HELM_CONFIG_HOME", std::env::temp_dir()))
+}
+
+/// `helm template sco <chart> --namespace operator-system` with these values files and arguments.
+pub fn template(values: &[&Path], extra: &[&str]) -> Output {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "sco",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "operator-system",
+        "--kube-version",
+        KUBE_VERSION,
+    ];
+    let values: Vec<String> = values.iter().map(|v| v.display().to_string()).collect();
+    for file in &values {
+        args.push("--values");
+        args.push(file);
+    }
+    args.extend_from_slice(extra);
+    helm(&args)
+}
+
+/// The output of a command that must succeed, or a panic with its stdout and stderr.
+pub fn ok(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
