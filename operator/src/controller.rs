@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{DeserializeGuard, DynamicObject, GroupVersionKind};
@@ -25,11 +25,17 @@ use crate::build::{self, Defaults, FIELD_MANAGER};
 use crate::crd::{SocketConnector, SocketConnectorStatus};
 use crate::failure::Failure;
 use crate::metrics::OperatorMetrics;
-use crate::status::{self, Observation};
+use crate::status::{self, Observation, PodLink};
 use crate::validate::{validate, Plan};
 
 /// Reconciliations running at once; the rest wait in the controller's queue.
 const RECONCILE_CONCURRENCY: u16 = 16;
+
+/// How often running connector pods are asked whether they reach ThingsBoard, by default.
+pub const POD_STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long one pod's `/status` may take to answer.
+const POD_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Annotation holding the hash of what the operator last applied to a child.
 pub const APPLIED_HASH_ANNOTATION: &str = "tbsc.io/applied-hash";
@@ -60,6 +66,8 @@ pub struct Context {
     pub defaults: Defaults,
     pub recorder: Recorder,
     pub metrics: Arc<OperatorMetrics>,
+    /// How often running pods are asked for `/status` ([`POD_STATUS_INTERVAL`]).
+    pub pod_status_interval: Duration,
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<SocketConnector>>, u32>>,
 }
 
@@ -79,8 +87,14 @@ impl Context {
             client,
             defaults,
             metrics,
+            pod_status_interval: POD_STATUS_INTERVAL,
             failures: Mutex::default(),
         }
+    }
+
+    pub fn with_pod_status_interval(mut self, interval: Duration) -> Self {
+        self.pod_status_interval = interval;
+        self
     }
 }
 
@@ -214,14 +228,14 @@ async fn reconcile_inner(
                 failure: error.failure(),
                 message: error.to_string(),
             };
-            write_status(sc, context, &observation, None, None).await?;
+            write_status(sc, context, &observation, None, None, None).await?;
             return Ok(Action::await_change());
         }
     };
     // read: the Secrets the pods will need
     if let Some(message) = missing_secret(sc, &plan, context).await? {
         let observation = Observation::SecretMissing { message };
-        write_status(sc, context, &observation, None, None).await?;
+        write_status(sc, context, &observation, None, None, None).await?;
         let interval = status::secret_poll_interval(sc.status.as_ref(), Timestamp::now());
         return Ok(Action::requeue(interval));
     }
@@ -243,7 +257,7 @@ async fn reconcile_inner(
                 );
                 warn!(%namespace, %name, %message, "child refused by the API server");
                 let observation = Observation::ApplyFailed { message };
-                write_status(sc, context, &observation, Some(&plan), None).await?;
+                write_status(sc, context, &observation, Some(&plan), None, None).await?;
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
             Err(error) => return Err(error),
@@ -258,12 +272,66 @@ async fn reconcile_inner(
         updated,
         paused: plan.paused,
     };
-    let now_ready = write_status(sc, context, &observation, Some(&plan), Some(ready)).await?;
-    Ok(if now_ready || plan.paused {
-        Action::requeue(Duration::from_secs(300))
+    let links = if plan.paused {
+        Vec::new()
     } else {
-        Action::requeue(Duration::from_secs(30))
+        pod_links(sc, &plan, context).await?
+    };
+    let now_ready = write_status(
+        sc,
+        context,
+        &observation,
+        Some(&plan),
+        Some(ready),
+        Some(&links),
+    )
+    .await?;
+    // Running pods are asked again each interval: a lost ThingsBoard shows within it.
+    Ok(if plan.paused {
+        Action::requeue(Duration::from_secs(300))
+    } else if now_ready {
+        Action::requeue(context.pod_status_interval)
+    } else {
+        Action::requeue(context.pod_status_interval.min(Duration::from_secs(30)))
     })
+}
+
+/// Asks each running pod of the connector for `/status` on its metrics port, as Prometheus
+/// scrapes it (the pods have no API access of their own to report with).
+async fn pod_links(
+    sc: &SocketConnector,
+    plan: &Plan,
+    context: &Context,
+) -> Result<Vec<PodLink>, ReconcileError> {
+    let namespace = sc.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&build::label_selector(sc)))
+        .await?;
+    let port = u16::try_from(plan.metrics_port).unwrap_or_default();
+    let mut running: Vec<(String, std::net::IpAddr)> = listed
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            if status.phase.as_deref() != Some("Running") {
+                return None;
+            }
+            let ip = status.pod_ip.as_deref()?.parse().ok()?;
+            Some((pod.name_any(), ip))
+        })
+        .collect();
+    running.sort();
+    let namespace = &namespace;
+    let asked = running.into_iter().map(|(pod, ip)| async move {
+        let address = std::net::SocketAddr::new(ip, port);
+        let answer = probes::fetch_status(address, POD_STATUS_TIMEOUT).await;
+        if let Err(error) = &answer {
+            debug!(%namespace, %pod, %error, "pod status not read");
+        }
+        PodLink { pod, answer }
+    });
+    Ok(futures::future::join_all(asked).await)
 }
 
 /// A resource that does not deserialize: say so on the object, not in a crash loop.
@@ -501,6 +569,7 @@ async fn write_status(
     observation: &Observation,
     plan: Option<&Plan>,
     ready_replicas: Option<i32>,
+    links: Option<&[PodLink]>,
 ) -> Result<bool, ReconcileError> {
     count_failure(context, observation);
     let generation = sc.meta().generation;
@@ -509,6 +578,7 @@ async fn write_status(
     if let Some(plan) = plan {
         status::with_config_warnings(&mut conditions, &plan.warnings);
     }
+    status::with_thingsboard_link(&mut conditions, links, &old.conditions, generation);
     status::carry_transition_times(&mut conditions, &old.conditions);
     let new = SocketConnectorStatus {
         observed_generation: generation,

@@ -48,6 +48,10 @@ struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME or the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Ask each running connector pod for its ThingsBoard link (`/status`) this often; the
+    /// ThingsBoardConnected condition follows within it.
+    #[arg(long, env = "POD_STATUS_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pod_status_interval_seconds: u64,
     /// Log format: human or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "human")]
     log_format: String,
@@ -107,12 +111,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(image) = args.connector_image {
         defaults.image = image;
     }
-    let context = Arc::new(Context::new(
-        client.clone(),
-        defaults,
-        metrics.clone(),
-        identity.clone(),
-    ));
+    let context = Arc::new(
+        Context::new(client.clone(), defaults, metrics.clone(), identity.clone())
+            .with_pod_status_interval(std::time::Duration::from_secs(
+                args.pod_status_interval_seconds,
+            )),
+    );
 
     if !args.leader_election {
         metrics.started.store(true, Ordering::Relaxed);

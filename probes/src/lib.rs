@@ -100,3 +100,105 @@ async fn respond<E: Endpoint>(
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
+
+/// Bodies larger than this are not read (an endpoint's `/status` is a few hundred bytes).
+const MAX_STATUS_BYTES: usize = 64 * 1024;
+
+/// `GET http://<address>/status` within `limit`: the body of a 200 answer, else what went wrong.
+/// The operator asks each connector pod this way.
+pub async fn fetch_status(
+    address: SocketAddr,
+    limit: std::time::Duration,
+) -> Result<String, String> {
+    match tokio::time::timeout(limit, fetch(address, "/status")).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+    }
+}
+
+async fn fetch(address: SocketAddr, path: &str) -> Result<String, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect to {address}: {e}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    // The connection ends when `sender` is dropped.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = Request::get(path)
+        .header(hyper::header::HOST, address.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let body = Limited::new(response.into_body(), MAX_STATUS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    String::from_utf8(body.to_vec()).map_err(|_| "the answer is not UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    struct Fixed;
+
+    impl Endpoint for Fixed {
+        fn readiness(&self) -> Result<(), &'static str> {
+            Ok(())
+        }
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn status(&self) -> String {
+            r#"{"thingsboard":{"connected":true}}"#.to_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn fetch_status_reads_what_serve_answers() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, Arc::new(Fixed), stopped));
+        let answer = fetch_status(address, Duration::from_secs(5)).await;
+        assert_eq!(
+            answer.as_deref(),
+            Ok(r#"{"thingsboard":{"connected":true}}"#)
+        );
+        assert_eq!(
+            fetch(address, "/nope").await,
+            Err("HTTP 404 Not Found".to_owned())
+        );
+        let _ = stop.send(true);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn fetch_status_says_why_there_is_no_answer() {
+        // Accepts, never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let answer = fetch_status(silent.local_addr().unwrap(), Duration::from_millis(200)).await;
+        assert_eq!(answer, Err("no answer within 200 ms".to_owned()));
+        let closed = silent.local_addr().unwrap();
+        drop(silent);
+        let answer = fetch_status(closed, Duration::from_secs(5)).await;
+        assert!(
+            answer
+                .as_ref()
+                .is_err_and(|e| e.starts_with(&format!("connect to {closed}: "))),
+            "{answer:?}"
+        );
+    }
+}

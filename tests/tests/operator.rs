@@ -10,7 +10,7 @@ use e2e_tests::control_plane::{fake_kubelet, write_requests, ControlPlane};
 use e2e_tests::peer::telemetry_entries;
 use e2e_tests::{free_port, Mosquitto, ThingsBoardPeer};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -78,12 +78,11 @@ struct Operator {
 
 fn start_operator(client: Client, ns: &str) -> Operator {
     let metrics = Arc::new(OperatorMetrics::new());
-    let context = Arc::new(Context::new(
-        client,
-        Defaults::default(),
-        metrics.clone(),
-        "e2e".into(),
-    ));
+    // Pods are asked for their ThingsBoard link every second, not every 30 s.
+    let context = Arc::new(
+        Context::new(client, Defaults::default(), metrics.clone(), "e2e".into())
+            .with_pod_status_interval(Duration::from_secs(1)),
+    );
     let task = tokio::spawn(controller::run(context, Some(ns.to_owned())));
     Operator { task, metrics }
 }
@@ -224,7 +223,7 @@ async fn operator_on_a_real_api_server() {
         .contains("spec.connector.socket.type"));
 
     // --- A missing Secret is a clear condition; nothing is rolled out.
-    let broker = Mosquitto::start();
+    let mut broker = Mosquitto::start();
     let (device_port, metrics_port) = (free_port(), free_port());
     let operator = start_operator(client.clone(), ns);
     create(
@@ -289,35 +288,33 @@ async fn operator_on_a_real_api_server() {
         "{reasons:?}"
     );
 
-    // --- What `kubectl get` shows (the CRD's printer columns).
+    // --- What `kubectl get` shows (the CRD's printer columns); no pod runs yet.
     let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
-    let table = std::process::Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["get", "sockconn", "-n", ns])
-        .output()
-        .expect("kubectl get");
-    let table = String::from_utf8_lossy(&table.stdout);
-    let rows: Vec<Vec<&str>> = table
-        .lines()
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows = kubectl_get_sockconn(&kubeconfig, ns);
     assert_eq!(
         rows[0],
-        ["NAME", "READY", "REASON", "TYPE", "PORT", "DEVICES", "AGE"],
-        "{table}"
+        [
+            "NAME",
+            "READY",
+            "REASON",
+            "THINGSBOARD",
+            "TYPE",
+            "PORT",
+            "DEVICES",
+            "AGE"
+        ],
     );
     assert_eq!(
-        rows[1][..6],
+        rows[1][..7],
         [
             "line-1",
             "True",
             "Available",
+            "NoPods",
             "TCP",
             &device_port.to_string(),
             "1"
         ],
-        "{table}"
     );
 
     // --- A socket.json with keys ThingsBoard ignores, applied as `kubectl apply --server-side`
@@ -326,7 +323,13 @@ async fn operator_on_a_real_api_server() {
     pod_and_service_settings_reach_the_children(&client, ns, broker.port()).await;
 
     // --- The rendered pod runs: the Deployment's command, args and env with the ConfigMap.
-    run_rendered_pod(&client, ns, &deployment, &config_map, &broker, device_port).await;
+    let rendered = RenderedPod {
+        deployment: &deployment,
+        config_map: &config_map,
+        device_port,
+        metrics_port,
+    };
+    run_rendered_pod(&client, ns, &rendered, &mut broker, &kubeconfig).await;
 
     // --- A device change only updates the ConfigMap: the running connector hot-reloads it, so
     // the pods keep running (same restart hash on the pod template).
@@ -805,14 +808,41 @@ async fn extra_keys_are_kept_and_reported(client: &Client, ns: &str, tb_port: u1
     raw.delete("extras", &Default::default()).await.unwrap();
 }
 
+/// `kubectl get sockconn` as rows of words.
+fn kubectl_get_sockconn(kubeconfig: &std::path::Path, ns: &str) -> Vec<Vec<String>> {
+    let table = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", "sockconn", "-n", ns])
+        .output()
+        .expect("kubectl get");
+    String::from_utf8_lossy(&table.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// The `line-1` connector's rendered children and the ports its spec sets.
+struct RenderedPod<'a> {
+    deployment: &'a Deployment,
+    config_map: &'a ConfigMap,
+    device_port: u16,
+    metrics_port: u16,
+}
+
 async fn run_rendered_pod(
     client: &Client,
     ns: &str,
-    deployment: &Deployment,
-    config_map: &ConfigMap,
-    broker: &Mosquitto,
-    device_port: u16,
+    rendered: &RenderedPod<'_>,
+    broker: &mut Mosquitto,
+    kubeconfig: &std::path::Path,
 ) {
+    let RenderedPod {
+        deployment,
+        config_map,
+        device_port,
+        metrics_port,
+    } = *rendered;
     let pod = deployment
         .spec
         .as_ref()
@@ -877,6 +907,10 @@ async fn run_rendered_pod(
         container.env, None,
         "credentials come as files, not variables"
     );
+    assert!(
+        args.contains(&format!("0.0.0.0:{metrics_port}")),
+        "the pod serves /status on the port the operator asks: {args:?}"
+    );
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
     let mut child = std::process::Command::new(e2e_tests::connector::binary())
         .args(&args)
@@ -905,8 +939,88 @@ async fn run_rendered_pod(
             json!({"temp": "21.5"})
         )
     );
+
+    // --- The pod as the ReplicaSet controller and the kubelet would report it (Running, with its
+    // IP): the operator asks it for its ThingsBoard link, and the condition and `kubectl get`
+    // show what the connector says, within seconds.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let labels = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .clone();
+    let pod_object: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "line-1-0-7d9f", "labels": labels},
+        "spec": {"containers": [{"name": "connector", "image": "socket-connector"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod_object)
+        .await
+        .unwrap();
+    pods.patch_status(
+        "line-1-0-7d9f",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": "Running", "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}]}})),
+    )
+    .await
+    .unwrap();
+    let link = |sc: &SocketConnector| {
+        condition(sc, "ThingsBoardConnected").map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let pair = |status: &str, reason: &str| Some((status.to_owned(), reason.to_owned()));
+    let connected = wait_for(client, ns, "line-1", "ThingsBoardConnected", |sc| {
+        link(sc) == pair("True", "Connected")
+    })
+    .await;
+    assert_eq!(
+        condition(&connected, "ThingsBoardConnected")
+            .unwrap()
+            .message,
+        "1/1 connector pods connected to ThingsBoard"
+    );
+    broker.kill();
+    let lost = wait_for(client, ns, "line-1", "ThingsBoard lost", |sc| {
+        link(sc) == pair("False", "ConnectionRefused")
+    })
+    .await;
+    let message = &condition(&lost, "ThingsBoardConnected").unwrap().message;
+    assert!(
+        message.starts_with("pod line-1-0-7d9f: ")
+            && message.ends_with("(1 of 1 pods not connected)"),
+        "{message}"
+    );
+    assert!(
+        is(&lost, "Ready", "True"),
+        "a ThingsBoard outage alone does not make it unready"
+    );
+    assert_eq!(
+        kubectl_get_sockconn(kubeconfig, ns)[1][3],
+        "ConnectionRefused"
+    );
+    broker.restart();
+    wait_for(client, ns, "line-1", "ThingsBoard back", |sc| {
+        link(sc) == pair("True", "Connected")
+    })
+    .await;
     let _ = child.kill();
     let _ = child.wait();
+    wait_for(client, ns, "line-1", "pod gone silent", |sc| {
+        link(sc) == pair("Unknown", "StatusUnavailable")
+    })
+    .await;
+    pods.delete("line-1-0-7d9f", &Default::default())
+        .await
+        .unwrap();
+    wait_for(client, ns, "line-1", "pod deleted", |sc| {
+        link(sc) == pair("Unknown", "NoPods")
+    })
+    .await;
 }
 
 /// The rendered `socket.json` of the `line-1` connector.

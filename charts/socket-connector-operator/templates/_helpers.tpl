@@ -52,6 +52,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, create, patch]
+# Connector pods are listed to ask each one for its ThingsBoard link (GET /status on its
+# metrics port); they are never changed.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
