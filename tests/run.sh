@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh Debian machine: installs what the tests need
-# (Mosquitto, Prometheus, the ThingsBoard gateway for the differential test, etcd and kube-apiserver built
-# from Go modules), then lints and tests the workspace. Slow artefacts live in $TBSC_CACHE (default /var/cache/tbsc), outside the clone.
+# (Mosquitto, Prometheus, podman and buildah, the ThingsBoard gateway for the differential test,
+# etcd and kube-apiserver built from Go modules), builds the container images, then lints and
+# tests the workspace. Slow artefacts live in $TBSC_CACHE (default /var/cache/tbsc), outside the clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,10 +13,17 @@ mkdir -p "$TBSC_CACHE"
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Mosquitto plays ThingsBoard's MQTT endpoint; Prometheus (and promtool) check the chart's
-# monitoring.
+# monitoring; buildah builds the image and podman (with runc) runs it; musl-tools and the aarch64
+# cross gcc build its static binaries, qemu-user runs the arm64 one.
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
+for needed in podman:podman buildah:buildah runc:runc musl-gcc:musl-tools \
+  aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
+  /usr/aarch64-linux-gnu/include/stdint.h:libc6-dev-arm64-cross \
+  qemu-aarch64-static:qemu-user-static; do
+  command -v "${needed%%:*}" >/dev/null 2>&1 || [ -e "${needed%%:*}" ] || missing+=("${needed#*:}")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -31,6 +39,11 @@ fi
 echo "== Kubernetes test binaries (etcd, kube-apiserver, helm) from Go modules"
 SC_K8S_BIN="$(tests/k8s/build-binaries.sh | tail -n 1)"
 export SC_K8S_BIN
+
+echo "== container images (static musl binaries, buildah, no daemon)"
+SC_IMAGE_AMD64="$(tests/image/build.sh amd64 | tail -n 1)"
+SC_IMAGE_ARM64="$(tests/image/build.sh arm64 | tail -n 1)"
+export SC_IMAGE_AMD64 SC_IMAGE_ARM64
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

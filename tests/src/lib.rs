@@ -7,6 +7,7 @@ pub mod chart;
 pub mod connector;
 pub mod control_plane;
 pub mod http;
+pub mod image;
 pub mod peer;
 pub mod thingsboard_gateway;
 
