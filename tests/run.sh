@@ -14,14 +14,16 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Mosquitto plays ThingsBoard's MQTT endpoint; Prometheus (and promtool) check the chart's
 # monitoring; buildah builds the image and podman (with runc) runs it; musl-tools and the aarch64
-# cross gcc build its static binaries, qemu-user runs the arm64 one.
+# cross gcc build its static binaries, qemu-user runs the arm64 one; containerd, runc and the CNI
+# plugins run the single node's pods.
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing+=(prometheus)
 for needed in podman:podman buildah:buildah runc:runc musl-gcc:musl-tools \
   aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
   /usr/aarch64-linux-gnu/include/stdint.h:libc6-dev-arm64-cross \
-  qemu-aarch64-static:qemu-user-static; do
+  qemu-aarch64-static:qemu-user-static containerd:containerd \
+  /usr/lib/cni/bridge:containernetworking-plugins ip:iproute2; do
   command -v "${needed%%:*}" >/dev/null 2>&1 || [ -e "${needed%%:*}" ] || missing+=("${needed#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -36,7 +38,7 @@ if [ -x tests/tbgw/install.sh ]; then
   export TBGW_PYTHON
 fi
 
-echo "== Kubernetes test binaries (etcd, kube-apiserver, helm) from Go modules"
+echo "== Kubernetes test binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, helm) from Go modules"
 SC_K8S_BIN="$(tests/k8s/build-binaries.sh | tail -n 1)"
 export SC_K8S_BIN
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build the Kubernetes test binaries (etcd, kube-apiserver, helm) from the Go
-# module proxy only, into a version-stamped cache directory outside the work tree.
+# Build the Kubernetes test binaries (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubelet, helm) from the Go module proxy only, into a version-stamped cache
+# directory outside the work tree.
 #
-#   tests/k8s/build-binaries.sh                      # all three
+#   tests/k8s/build-binaries.sh                      # all of them
 #   tests/k8s/build-binaries.sh etcd kube-apiserver  # tier 1 only
 #   tests/k8s/build-binaries.sh helm
 #
@@ -21,9 +22,11 @@ K8S_VERSION=v1.34.4   # gomod/kube: k8s.io/kubernetes (staging modules at v0.34.
 ETCD_VERSION=v3.6.16  # gomod/etcd: go.etcd.io/etcd/server/v3
 HELM_VERSION=v3.22.0  # gomod/helm: helm.sh/helm/v3
 # Bump when build flags change; go.mod/go.sum edits change the key by themselves.
-RECIPE_REV=1
+RECIPE_REV=2
 
-ALL=(etcd kube-apiserver helm)
+# The node binaries (controller-manager, scheduler, kubelet) are for the single-node test.
+KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+ALL=(etcd "${KUBE[@]}" helm)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 gomod=$here/gomod
@@ -35,7 +38,7 @@ else
   targets=()
   for t in "$@"; do
     case $t in
-      etcd | kube-apiserver | helm) targets+=("$t") ;;
+      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | helm) targets+=("$t") ;;
       all) targets+=("${ALL[@]}") ;;
       *)
         echo "build-binaries.sh: unknown binary '$t' (expected: ${ALL[*]} or all)" >&2
@@ -108,7 +111,7 @@ build_etcd() {
   gobuild etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
 }
 
-build_kube_apiserver() {
+build_kube() { # command name under k8s.io/kubernetes/cmd
   check_version kube k8s.io/kubernetes "$K8S_VERSION"
   local v=${K8S_VERSION#v} date ld="-s -w" p
   # hack/lib/version.sh: the same -X for client-go and component-base. buildDate is the
@@ -118,7 +121,7 @@ build_kube_apiserver() {
     ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=${v%%.*}"
     ld+=" -X $p.gitMinor=$(echo "$v" | cut -d. -f2) -X $p.gitTreeState=clean -X $p.buildDate=$date"
   done
-  gobuild kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ld"
+  gobuild kube "$1" "k8s.io/kubernetes/cmd/$1" "$ld"
 }
 
 build_helm() {
@@ -142,7 +145,7 @@ start=$(date +%s)
 for t in $todo; do
   case $t in
     etcd) build_etcd ;;
-    kube-apiserver) build_kube_apiserver ;;
+    kube-* | kubelet) build_kube "$t" ;;
     helm) build_helm ;;
   esac
 done

@@ -116,7 +116,7 @@ fn pki() -> Pki {
     }
 }
 
-fn spawn(binary: &str, args: &[String], log: &str) -> Child {
+pub(crate) fn spawn(binary: &str, args: &[String], log: &str) -> Child {
     let path = bin_dir().join(binary);
     let mut child = Command::new(&path)
         .args(args)
@@ -260,6 +260,11 @@ impl ControlPlane {
             self.port,
             base64(self.ca_pem.as_bytes()),
         )
+    }
+
+    /// A file of the control plane's PKI (`ca.crt`, `sa.key`, ...).
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     /// Writes a kubeconfig file for child processes (kubectl, helm, the operator binary).

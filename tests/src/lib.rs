@@ -8,6 +8,7 @@ pub mod connector;
 pub mod control_plane;
 pub mod http;
 pub mod image;
+pub mod node;
 pub mod peer;
 pub mod thingsboard_gateway;
 
