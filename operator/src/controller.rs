@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{DeserializeGuard, DynamicObject, GroupVersionKind};
@@ -118,14 +119,16 @@ pub async fn run_all(context: Arc<Context>, namespaces: Vec<String>) {
 /// Runs the controller over `namespace` (all namespaces when None) until the stream ends.
 pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     let client = context.client.clone();
-    let (connectors, deployments, config_maps, services) = match &namespace {
+    let (connectors, deployments, config_maps, services, network_policies) = match &namespace {
         Some(ns) => (
             Api::<DeserializeGuard<SocketConnector>>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<ConfigMap>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
+            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
         ),
         None => (
+            Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
@@ -140,7 +143,8 @@ pub async fn run(context: Arc<Context>, namespace: Option<String>) {
         )
         .owns(deployments, owned.clone())
         .owns(config_maps, owned.clone())
-        .owns(services, owned)
+        .owns(services, owned.clone())
+        .owns(network_policies, owned)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -527,6 +531,18 @@ async fn delete_orphans(
         if !wanted.contains(&name) {
             deployments.delete(&name, &DeleteParams::default()).await?;
             info!(%namespace, %name, "deleted orphaned Deployment");
+        }
+    }
+    // A NetworkPolicy the spec no longer asks for.
+    if sc.spec.network_policy.is_none() {
+        let policies: Api<NetworkPolicy> = Api::namespaced(context.client.clone(), &namespace);
+        let listed = policies
+            .list(&ListParams::default().labels(&build::label_selector(sc)))
+            .await?;
+        for policy in listed {
+            let name = policy.name_any();
+            policies.delete(&name, &DeleteParams::default()).await?;
+            info!(%namespace, %name, "deleted NetworkPolicy no longer asked for");
         }
     }
     Ok(())

@@ -84,6 +84,29 @@ pub struct SocketConnectorSpec {
     /// Where and how the connector pods run: scheduling, pod metadata, extra volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodSettings>,
+    /// A NetworkPolicy for the connector pods: ingress only to the device port (from the device
+    /// networks) and the metrics port; egress only to ThingsBoard's port, DNS and the device
+    /// networks. Without this, no policy is rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// What the connector pods may reach and be reached from (CIDRs such as `10.20.0.0/16`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Where ThingsBoard's MQTT endpoint is (default: any address, on its port only).
+    #[serde(
+        default,
+        rename = "thingsboardCIDRs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub thingsboard_cidrs: Vec<String>,
+    /// The device networks: the only sources on the device port (default: any), and the only
+    /// destinations besides ThingsBoard and DNS (polling, client mode, the `set` RPC; default:
+    /// none).
+    #[serde(default, rename = "deviceCIDRs", skip_serializing_if = "Vec::is_empty")]
+    pub device_cidrs: Vec<String>,
 }
 
 /// Settings of the connector pods a real cluster asks for; each is passed to the pod template as

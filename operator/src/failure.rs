@@ -19,6 +19,8 @@ pub enum Failure {
     InvalidQueue,
     /// The memory limit is smaller than the queue needs.
     QueueExceedsMemory,
+    /// A network policy CIDR that does not parse.
+    InvalidNetworkPolicy,
     /// A referenced Secret, or its key, does not exist.
     SecretMissing,
     /// The API server refused a child for good (quota, admission, an immutable field, RBAC).
@@ -38,6 +40,7 @@ impl Failure {
         Self::InvalidCredentials,
         Self::InvalidQueue,
         Self::QueueExceedsMemory,
+        Self::InvalidNetworkPolicy,
         Self::SecretMissing,
         Self::ApplyFailed,
         Self::ApiError,
@@ -53,6 +56,7 @@ impl Failure {
             Self::InvalidCredentials => "InvalidCredentials",
             Self::InvalidQueue => "InvalidQueue",
             Self::QueueExceedsMemory => "QueueExceedsMemory",
+            Self::InvalidNetworkPolicy => "InvalidNetworkPolicy",
             Self::SecretMissing => "SecretMissing",
             Self::ApplyFailed => "ApplyFailed",
             Self::ApiError => "ApiError",

@@ -48,6 +48,13 @@ pub enum SpecError {
         needed_mib: u64,
         queue: String,
     },
+    /// A CIDR of `spec.networkPolicy` that does not parse.
+    #[error("spec.networkPolicy.{field}[{index}]: {value:?} is not a CIDR such as 10.20.0.0/16 or fd00::/64")]
+    InvalidNetworkPolicy {
+        field: &'static str,
+        index: usize,
+        value: String,
+    },
     /// The rendered `socket.json` does not fit in a ConfigMap.
     #[error("spec.connector renders to {bytes} bytes of socket.json, more than the {MAX_CONFIG_BYTES} a ConfigMap holds; split the devices over several SocketConnectors")]
     ConfigTooLarge { bytes: usize },
@@ -66,6 +73,7 @@ impl SpecError {
             Self::InvalidCredentials(_) => Failure::InvalidCredentials,
             Self::InvalidQueue(_) => Failure::InvalidQueue,
             Self::QueueExceedsMemory { .. } => Failure::QueueExceedsMemory,
+            Self::InvalidNetworkPolicy { .. } => Failure::InvalidNetworkPolicy,
         }
     }
 }
@@ -208,6 +216,10 @@ pub fn validate(
     if let Some(queue) = &spec.queue {
         check_queue(queue)?;
     }
+    if let Some(policy) = &spec.network_policy {
+        check_cidrs("thingsboardCIDRs", &policy.thingsboard_cidrs)?;
+        check_cidrs("deviceCIDRs", &policy.device_cidrs)?;
+    }
     let memory_limit = check_memory(spec)?;
     // Compact: a pretty-printed large configuration is several times its spec.
     let config_json = serde_json::to_string(&loaded.config)
@@ -244,6 +256,26 @@ pub fn validate(
         warnings: written.warnings,
         memory_limit,
     })
+}
+
+/// Each entry an address and a prefix length that fits it (`10.0.0.0/8`, `fd00::/64`).
+fn check_cidrs(field: &'static str, cidrs: &[String]) -> Result<(), SpecError> {
+    for (index, cidr) in cidrs.iter().enumerate() {
+        let parsed = cidr.split_once('/').and_then(|(address, prefix)| {
+            let address: std::net::IpAddr = address.parse().ok()?;
+            let prefix: u8 = prefix.parse().ok()?;
+            let bits = if address.is_ipv4() { 32 } else { 128 };
+            (prefix <= bits).then_some(())
+        });
+        if parsed.is_none() {
+            return Err(SpecError::InvalidNetworkPolicy {
+                field,
+                index,
+                value: cidr.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One credential per pod: distinct access tokens for replicas; basic credentials and client

@@ -12,6 +12,7 @@ use e2e_tests::{free_port, Mosquitto, ThingsBoardPeer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
@@ -695,6 +696,8 @@ async fn pod_and_service_settings_reach_the_children(client: &Client, ns: &str, 
         "volumes": [{"name": "device-tls", "secret": {"secretName": "edge-device-tls"}}],
         "volumeMounts": [{"name": "device-tls", "mountPath": "/etc/device-tls", "readOnly": true}]
     });
+    edge["networkPolicy"] =
+        json!({"thingsboardCIDRs": ["198.18.0.1/32"], "deviceCIDRs": ["198.18.1.0/24"]});
     create(client, ns, "edge", edge).await.expect("create");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -743,7 +746,40 @@ async fn pod_and_service_settings_reach_the_children(client: &Client, ns: &str, 
         .filter_map(|p| p.name)
         .collect();
     assert_eq!(ports, ["device"], "no metrics port on a LoadBalancer");
+
+    // The NetworkPolicy, as the API server validated it; gone once the spec drops it.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let policy = policies
+        .get("edge")
+        .await
+        .expect("a NetworkPolicy")
+        .spec
+        .unwrap();
+    let egress = policy.egress.unwrap();
+    let cidr = |peers: &Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>>| {
+        peers.as_ref().unwrap()[0]
+            .ip_block
+            .as_ref()
+            .unwrap()
+            .cidr
+            .clone()
+    };
+    assert_eq!(cidr(&egress[0].to), "198.18.0.1/32");
+    assert_eq!(cidr(&policy.ingress.unwrap()[0].from), "198.18.1.0/24");
     let connectors: Api<SocketConnector> = Api::namespaced(client.clone(), ns);
+    connectors
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"networkPolicy": null}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while policies.get_opt("edge").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "NetworkPolicy edge not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     connectors
         .delete("edge", &Default::default())
         .await

@@ -47,6 +47,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, update, delete]
 # Queue claims (spec.queue.persistence) are created and patched, never deleted by the operator:
 # they go with the SocketConnector (owner reference), so a queue is not lost to a scale-down.
 - apiGroups: [""]

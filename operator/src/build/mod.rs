@@ -4,11 +4,13 @@
 
 mod config_map;
 mod deployment;
+mod network_policy;
 mod queue_claim;
 mod service;
 
 pub use config_map::config_map;
 pub use deployment::deployments;
+pub use network_policy::network_policy;
 pub use queue_claim::{queue_claim_name, queue_claims};
 pub use service::service;
 
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -116,6 +119,7 @@ pub enum Child {
     QueueClaim(Box<PersistentVolumeClaim>),
     Deployment(Box<Deployment>),
     Service(Box<Service>),
+    NetworkPolicy(Box<NetworkPolicy>),
 }
 
 impl Child {
@@ -134,6 +138,7 @@ impl Child {
             Self::QueueClaim(object) => typed(object.as_ref()),
             Self::Deployment(object) => typed(object.as_ref()),
             Self::Service(object) => typed(object.as_ref()),
+            Self::NetworkPolicy(object) => typed(object.as_ref()),
         }
     }
 }
@@ -152,6 +157,7 @@ pub fn children(sc: &SocketConnector, plan: &Plan, defaults: &Defaults) -> Vec<C
             .map(|deployment| Child::Deployment(Box::new(deployment))),
     );
     children.push(Child::Service(Box::new(service(sc, plan))));
+    children.extend(network_policy(sc, plan).map(|policy| Child::NetworkPolicy(Box::new(policy))));
     children
 }
 

@@ -109,6 +109,49 @@ fn connector_with_remote_configuration() {
 }
 
 #[test]
+fn connector_with_a_network_policy() {
+    let mut spec = fixtures::udp_replicated_spec();
+    spec.network_policy = Some(crate::crd::NetworkPolicySpec {
+        thingsboard_cidrs: vec!["192.0.2.10/32".to_owned()],
+        device_cidrs: vec!["10.0.0.0/23".to_owned(), "fd00:10::/64".to_owned()],
+    });
+    golden("network-policy", &render(&resource("meters", spec)));
+    // Without device networks: devices from anywhere, nothing out but ThingsBoard and DNS.
+    let mut open = fixtures::tcp_spec();
+    open.network_policy = Some(crate::crd::NetworkPolicySpec::default());
+    let sc = resource("line-1", open);
+    let plan = crate::validate::validate(&sc.spec, "ns", "line-1").expect("valid");
+    let policy = super::network_policy(&sc, &plan).expect("a policy");
+    let spec = policy.spec.expect("spec");
+    let ingress = spec.ingress.expect("ingress");
+    assert_eq!(ingress[0].from, None);
+    assert_eq!(spec.egress.expect("egress").len(), 2);
+    assert!(super::network_policy(&resource("line-1", fixtures::tcp_spec()), &plan).is_none());
+}
+
+#[test]
+fn network_policy_cidrs_must_parse() {
+    for bad in ["10.0.0.0", "10.0.0.0/33", "plant-net/24", "fd00::/129"] {
+        let mut spec = fixtures::tcp_spec();
+        spec.network_policy = Some(crate::crd::NetworkPolicySpec {
+            thingsboard_cidrs: vec![],
+            device_cidrs: vec!["10.1.0.0/16".to_owned(), bad.to_owned()],
+        });
+        let error = crate::validate::validate(&spec, "ns", "n").expect_err(bad);
+        assert_eq!(
+            error.failure(),
+            crate::failure::Failure::InvalidNetworkPolicy
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.networkPolicy.deviceCIDRs[1]: "),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn the_connector_changed_when_its_owner_last_changed_it() {
     let mut sc = resource("line-1", fixtures::tcp_spec());
     sc.metadata.creation_timestamp = Some(Time("2026-11-01T00:00:00Z".parse().expect("time")));
