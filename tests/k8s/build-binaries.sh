@@ -24,8 +24,8 @@ HELM_VERSION=v3.22.0  # gomod/helm: helm.sh/helm/v3
 # Bump when build flags change; go.mod/go.sum edits change the key by themselves.
 RECIPE_REV=2
 
-# The node binaries (controller-manager, scheduler, kubelet) are for the single-node test.
-KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
+# The node binaries (controller-manager, scheduler, kubelet, kube-proxy) are for the single-node test.
+KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 ALL=(etcd "${KUBE[@]}" helm)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +38,7 @@ else
   targets=()
   for t in "$@"; do
     case $t in
-      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | helm) targets+=("$t") ;;
+      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | helm) targets+=("$t") ;;
       all) targets+=("${ALL[@]}") ;;
       *)
         echo "build-binaries.sh: unknown binary '$t' (expected: ${ALL[*]} or all)" >&2

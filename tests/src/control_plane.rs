@@ -183,7 +183,7 @@ impl ControlPlane {
                 format!("--tls-private-key-file={serving_key}"),
                 format!("--client-ca-file={ca}"),
                 "--authorization-mode=RBAC".to_owned(),
-                "--service-cluster-ip-range=10.0.0.0/16".to_owned(),
+                "--service-cluster-ip-range=198.19.0.0/16".to_owned(),
                 format!("--service-account-issuer=https://127.0.0.1:{port}"),
                 format!("--service-account-key-file={sa_public}"),
                 format!("--service-account-signing-key-file={sa_key}"),

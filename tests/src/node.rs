@@ -1,8 +1,10 @@
-//! A real single node for a [`ControlPlane`]: kube-controller-manager, kube-scheduler and a
-//! kubelet (built from the same Go modules as the apiserver) with containerd and runc (Debian)
-//! and the CNI bridge plugin (Debian's containernetworking-plugins). Pods get addresses on a
-//! bridge the node creates, `tbsc0` with 198.18.0.1/24 (the benchmarking range; each pod is in a
-//! network namespace of its own), so nothing outside this machine is ever a target.
+//! A real single node for a [`ControlPlane`]: kube-controller-manager, kube-scheduler, a
+//! kubelet and kube-proxy (built from the same Go modules as the apiserver) with containerd and
+//! runc (Debian) and the CNI bridge plugin (Debian's containernetworking-plugins). Pods get
+//! addresses on a bridge the node creates, `tbsc0` with 198.18.0.1/24, and Services ClusterIPs in
+//! 198.19.0.0/16 (the benchmarking range; each pod is in a network namespace of its own), so
+//! nothing outside this machine is ever a target. kube-proxy's iptables rules match those
+//! ClusterIPs only, and are removed when the node stops.
 //!
 //! What this machine needs (tests/k8s/NOTES.md): cgroup v1 with the cgroupfs driver, containerd's
 //! `restrict_oom_score_adj` (root has no CAP_SYS_RESOURCE), and a pause image built here.
@@ -20,6 +22,8 @@ use crate::control_plane::{spawn, ControlPlane};
 pub const BRIDGE: &str = "tbsc0";
 pub const BRIDGE_ADDRESS: &str = "198.18.0.1";
 const POD_SUBNET: &str = "198.18.0.0/24";
+/// The apiserver's `--service-cluster-ip-range` (tests/src/control_plane.rs).
+const SERVICE_SUBNET: &str = "198.19.0.0/16";
 /// The pause image containerd starts each pod sandbox from (built by [`pause_image`]).
 const PAUSE_IMAGE: &str = "localhost/pause:3.10";
 
@@ -67,6 +71,9 @@ impl Node {
             BRIDGE,
         ]);
         ip(&["link", "set", BRIDGE, "up"]);
+        // ClusterIPs stay on the bridge: a packet to one that kube-proxy has not translated yet
+        // goes nowhere but the pods' side, never out of the machine.
+        ip(&["route", "add", SERVICE_SUBNET, "dev", BRIDGE]);
 
         create_cgroup_root(&cgroup_root);
         let containerd = start_containerd(dir.path());
@@ -167,12 +174,30 @@ impl Node {
             ],
             "kube-scheduler",
         );
+        let proxy = spawn(
+            "kube-proxy",
+            &[
+                format!("--kubeconfig={}", kubeconfig.display()),
+                format!("--hostname-override={name}"),
+                "--proxy-mode=iptables".to_owned(),
+                format!("--cluster-cidr={POD_SUBNET}"),
+                // NodePorts only on the bridge address; no conntrack sysctls touched.
+                format!("--nodeport-addresses={BRIDGE_ADDRESS}/32"),
+                "--iptables-localhost-nodeports=false".to_owned(),
+                "--conntrack-max-per-core=0".to_owned(),
+                "--conntrack-tcp-timeout-established=0".to_owned(),
+                "--conntrack-tcp-timeout-close-wait=0".to_owned(),
+                format!("--metrics-bind-address=127.0.0.1:{}", crate::free_port()),
+                format!("--healthz-bind-address=127.0.0.1:{}", crate::free_port()),
+            ],
+            "kube-proxy",
+        );
         Self {
             name,
             dir,
             cgroup_root,
             containerd,
-            components: vec![kubelet, controller_manager, scheduler],
+            components: vec![kubelet, controller_manager, scheduler, proxy],
         }
     }
 
@@ -206,6 +231,12 @@ impl Drop for Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // kube-proxy's chains and rules.
+        let _ = Command::new(crate::control_plane::bin_dir().join("kube-proxy"))
+            .args(["--cleanup", "--proxy-mode=iptables"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         // Containers outlive the kubelet and containerd (their shims reparent them): kill what is
         // left in the pod cgroups, then the shims of this containerd, then containerd.
         for _ in 0..3 {

@@ -2,7 +2,8 @@
 //! kube-scheduler and kubelet with containerd, runc and the CNI bridge (tests/src/node.rs), the
 //! image tests/image/build.sh builds, and the operator. In a namespace that enforces the
 //! restricted Pod Security Standard, the connector pod is admitted, scheduled, started and made
-//! ready by its real probes; a device delivers through it to Mosquitto; a pod deleted while
+//! ready by its real probes; a device delivers through it to Mosquitto, by its pod IP and through
+//! its Service (kube-proxy); a pod deleted while
 //! ThingsBoard is down comes back with its queue on its PersistentVolumeClaim (a hostPath volume)
 //! and delivers it; deleting the SocketConnector removes every child through the garbage
 //! collector.
@@ -78,9 +79,9 @@ fn ready_condition(sc: &SocketConnector, type_: &str) -> Option<(String, String)
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-/// Sends one frame to the pod's device port; the peer receives it as telemetry.
-async fn deliver(pod_ip: &str, peer: &mut ThingsBoardPeer, frame: &str) {
-    let mut device = TcpStream::connect((pod_ip, 5000)).expect("connect to the pod's device port");
+/// Sends one frame to the device port at `ip` (a pod's or the Service's); the peer receives it.
+async fn deliver(ip: &str, peer: &mut ThingsBoardPeer, frame: &str) {
+    let mut device = TcpStream::connect((ip, 5000)).expect("connect to the device port");
     device.write_all(frame.as_bytes()).unwrap();
     let values = peer.telemetry_values(1).await;
     assert_eq!(values, [value("Press 1", "temp", frame)]);
@@ -223,6 +224,27 @@ async fn a_socket_connector_runs_on_a_real_node() {
     })
     .await;
     deliver(&first_ip, &mut peer, "21.5").await;
+    // And through the Service: kube-proxy's rules send its ClusterIP to the pod.
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let cluster_ip = services
+        .get("line-1")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    assert!(cluster_ip.starts_with("198.19."), "ClusterIP {cluster_ip}");
+    wait_until("kube-proxy's rule for the Service", async || {
+        let rules = std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&rules.stdout)
+            .contains(&format!("-d {cluster_ip}/32"))
+            .then_some(())
+    })
+    .await;
+    deliver(&cluster_ip, &mut peer, "21.7").await;
 
     // ThingsBoard goes away; what the device sends waits in the queue on the claim. The pod is
     // deleted and comes back (ReplicaSet) on the same claim, holding the queue although it never
@@ -283,7 +305,6 @@ async fn a_socket_connector_runs_on_a_real_node() {
         .unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let children = ListParams::default().labels("app.kubernetes.io/instance=line-1");
     wait_until("children collected", async || {
         let left = deployments.list(&children).await.ok()?.items.len()
