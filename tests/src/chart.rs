@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::control_plane::bin_dir;
+use crate::run;
 
 /// The Kubernetes version the chart is rendered for (the test apiserver's).
 pub const KUBE_VERSION: &str = "1.34.0";
@@ -15,12 +16,6 @@ pub fn root() -> PathBuf {
 
 pub fn chart() -> PathBuf {
     root().join("charts/socket-connector-operator")
-}
-
-pub fn run(command: &mut Command) -> Output {
-    command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
 }
 
 pub fn helm(args: &[&str]) -> Output {
@@ -49,15 +44,4 @@ pub fn template(values: &[&Path], extra: &[&str]) -> Output {
     }
     args.extend_from_slice(extra);
     helm(&args)
-}
-
-/// The output of a command that must succeed, or a panic with its stdout and stderr.
-pub fn ok(output: &Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }

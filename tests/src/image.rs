@@ -2,7 +2,7 @@
 //! would serve it, and podman run with the restrictions the chart's pods have.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -78,8 +78,7 @@ impl OciImage {
         let layer = blob(&layers[0]["digest"]);
         let rootfs = dir.path().join("rootfs");
         std::fs::create_dir(&rootfs).unwrap();
-        let listing = tar(&["-tf", layer.to_str().unwrap()]);
-        let paths = String::from_utf8_lossy(&listing.stdout)
+        let paths = tar(&["-tf", layer.to_str().unwrap()])
             .lines()
             .map(str::to_owned)
             .collect();
@@ -99,29 +98,13 @@ impl OciImage {
     }
 }
 
-fn tar(args: &[&str]) -> Output {
-    let output = Command::new("tar").args(args).output().expect("run tar");
-    assert!(
-        output.status.success(),
-        "tar {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+fn tar(args: &[&str]) -> String {
+    crate::run_ok(Command::new("tar").args(args))
 }
 
 /// `podman <args>`; panics with its output unless it succeeds.
 pub fn podman(args: &[&str]) -> String {
-    let output = Command::new("podman")
-        .args(args)
-        .output()
-        .expect("run podman (apt-get install podman)");
-    assert!(
-        output.status.success(),
-        "podman {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    crate::run_ok(Command::new("podman").args(args))
 }
 
 /// Loads the archive into podman's store; the image's ID.

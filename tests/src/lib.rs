@@ -35,6 +35,30 @@ pub async fn broker_peer_and_connector(
 /// Generous bound for anything that should happen "promptly" on a loaded 2-core CI machine.
 pub const PROMPTLY: Duration = Duration::from_secs(10);
 
+/// Runs a command to its end; panics when it cannot start.
+pub fn run(command: &mut std::process::Command) -> std::process::Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"))
+}
+
+/// The output of a command that must succeed, or a panic with its stdout and stderr.
+pub fn ok(output: &std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs a command that must succeed: its stdout.
+pub fn run_ok(command: &mut std::process::Command) -> String {
+    let what = format!("{command:?}");
+    ok(&run(command), &what)
+}
+
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::control_plane::{spawn, ControlPlane};
+use crate::run_ok as run;
 
 /// The bridge pods are attached to, and its address (the pods' gateway, where the node's host
 /// side is reachable from pods, e.g. a broker standing in for ThingsBoard).
@@ -34,19 +35,6 @@ pub struct Node {
     cgroup_root: String,
     containerd: Child,
     components: Vec<Child>,
-}
-
-fn run(command: &mut Command) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `ip ...`; the bridge is the only interface this creates, and it holds 198.18.0.1/24 only.

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e_tests::chart::{chart, helm, ok, root, template, KUBE_VERSION};
+use e2e_tests::chart::{chart, helm, root, template, KUBE_VERSION};
 use e2e_tests::control_plane::{fake_kubelet, ControlPlane};
+use e2e_tests::ok;
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::PostParams;

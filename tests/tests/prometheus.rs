@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e_tests::chart::{ok, root, run, template};
+use e2e_tests::chart::{root, template};
 use e2e_tests::http::get;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, PROMPTLY};
+use e2e_tests::{ok, run};
 use serde_json::{json, Value};
 
 /// Prometheus' binaries, from Debian's `prometheus` package (tests/run.sh installs it).
