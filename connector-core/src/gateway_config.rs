@@ -196,6 +196,8 @@ pub struct GatewaySettings {
     /// The socket connector to run: its name and its `socket.json`.
     pub socket_connector: Option<(Option<String>, PathBuf)>,
     pub remote_configuration: bool,
+    /// `thingsboard.handleDeviceRenaming` (on unless the file turns it off).
+    pub handle_device_renaming: bool,
     /// `thingsboard.statistics`, when the file has it.
     pub statistics: Option<StatisticsSetting>,
     /// Keys accepted and not used, and other things the user should hear, with their paths.
@@ -254,7 +256,6 @@ pub fn parse_gateway_file(text: &str, directory: &Path) -> Result<GatewaySetting
             "checkConnectorsConfigurationInSeconds",
             tb.check_connectors_configuration_in_seconds.is_some(),
         ),
-        ("handleDeviceRenaming", tb.handle_device_renaming.is_some()),
         (
             "checkingDeviceActivity",
             tb.checking_device_activity.is_some(),
@@ -347,6 +348,14 @@ pub fn parse_gateway_file(text: &str, directory: &Path) -> Result<GatewaySetting
         storage,
         socket_connector,
         remote_configuration: tb.remote_configuration == Some(true),
+        // The gateway tests the value's truth, as Python does.
+        handle_device_renaming: tb.handle_device_renaming.as_ref().is_none_or(|value| {
+            !matches!(value, Value::Null | Value::Bool(false))
+                && value.as_f64() != Some(0.0)
+                && value.as_str() != Some("")
+                && value.as_array().is_none_or(|a| !a.is_empty())
+                && value.as_object().is_none_or(|o| !o.is_empty())
+        }),
         statistics,
         warnings,
     })
@@ -538,6 +547,7 @@ mod tests {
             ))
         );
         assert!(settings.remote_configuration);
+        assert!(settings.handle_device_renaming);
         assert_eq!(
             settings.statistics,
             Some(StatisticsSetting {
@@ -552,6 +562,24 @@ mod tests {
                 settings.warnings
             );
         }
+    }
+
+    #[test]
+    fn device_renaming_is_on_unless_the_file_turns_it_off() {
+        let with = |value: Option<Value>| {
+            let mut tb =
+                json!({"host": "tb", "security": {"type": "accessToken", "accessToken": "t"}});
+            if let Some(value) = value {
+                tb["handleDeviceRenaming"] = value;
+            }
+            parse(json!({ "thingsboard": tb }))
+                .unwrap()
+                .handle_device_renaming
+        };
+        assert!(with(None));
+        assert!(with(Some(json!(true))));
+        assert!(!with(Some(json!(false))));
+        assert!(!with(Some(json!(0))));
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         remote_configuration: None,
         log_level_override: None,
         statistics_period: None,
+        handle_device_renaming: true,
     };
     let connector = Connector::start(&loaded, settings).await?;
     let device_addr = connector.local_addr();

@@ -182,6 +182,7 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
             overrides.statistics_period_seconds,
             file.as_ref().and_then(|f| f.statistics),
         ),
+        handle_device_renaming: file.as_ref().is_none_or(|f| f.handle_device_renaming),
     };
     Ok(Resolved {
         settings,

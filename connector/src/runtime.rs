@@ -20,6 +20,7 @@ use crate::queue::{Queue, QueueSettings};
 use crate::reload::Reloader;
 use crate::remote_config::{RemoteConfiguration, RemoteConfigurator};
 use crate::supervisor::{Failures, Supervisor, TaskFailure};
+use crate::thingsboard::renames::Renames;
 use crate::thingsboard::session::Session;
 use crate::thingsboard::statistics::StatisticsTask;
 use crate::thingsboard::uplink::{Batching, Uplink, UplinkSettings};
@@ -53,6 +54,9 @@ pub struct GatewaySettings {
     pub log_level_override: Option<LogLevel>,
     /// How often the gateway statistics are sent; none: not at all.
     pub statistics_period: Option<Duration>,
+    /// `thingsboard.handleDeviceRenaming`: devices renamed in ThingsBoard go on under their new
+    /// names.
+    pub handle_device_renaming: bool,
 }
 
 /// Default of [`GatewaySettings::max_devices`].
@@ -190,6 +194,10 @@ impl Connector {
         };
         let link = supervisor.spawn("session", session.run());
         let last_values = Arc::new(LastValues::default());
+        let renames = Arc::new(Renames::open(
+            settings.handle_device_renaming,
+            settings.queue.storage.directory(),
+        ));
         let reloader = Reloader::new(live.clone(), links.clone())
             .with_log_level_override(settings.log_level_override);
         let remote = settings.remote_configuration.as_ref().map(|remote| {
@@ -210,6 +218,7 @@ impl Connector {
                 last_values: last_values.clone(),
                 limits,
                 connector_name: connector_name.clone(),
+                renames: renames.clone(),
             },
             remote,
         );
@@ -249,6 +258,7 @@ impl Connector {
                 report_strategy: settings.report_strategy,
                 max_devices: settings.max_devices,
                 batching: settings.batching,
+                renames,
             },
             last_values,
             limits_rx,

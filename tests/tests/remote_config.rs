@@ -71,6 +71,12 @@ async fn telemetry(peer: &mut ThingsBoardPeer, count: usize) -> Vec<(String, Str
     found
 }
 
+/// Device "A" (key "t") on 127.0.0.1:`port`, one device per address as the gateway keeps them.
+fn device_a_on(port: u16) -> Value {
+    json!({"name": NAME, "socket": {"type": "TCP", "address": "127.0.0.1", "port": port},
+           "devices": [device_at("127.0.0.1:*", "A", "t")]})
+}
+
 /// Mosquitto, the peer playing ThingsBoard, and a connector with one device "A" (key "t") run
 /// with `args`.
 async fn device_a_connector(args: &[&str]) -> (Mosquitto, ThingsBoardPeer, ConnectorProcess) {
@@ -428,16 +434,12 @@ async fn drive_remote_edit(mut peer: ThingsBoardPeer, port: u16, ready: Duration
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_and_edits_match_the_thingsboard_gateway() {
-    let with_port = |port: u16| {
-        json!({"name": NAME, "socket": {"type": "TCP", "address": "127.0.0.1", "port": port},
-               "devices": [device_at("127.0.0.1:*", "A", "t")]})
-    };
     let theirs = async {
         let broker = Mosquitto::start();
         let peer = ThingsBoardPeer::connect(broker.port()).await;
         let port = free_port();
         let gateway = e2e_tests::thingsboard_gateway::ThingsBoardGateway::start_with(
-            &with_port(port),
+            &device_a_on(port),
             broker.port(),
             &["--remote-configuration"],
         );
@@ -450,7 +452,7 @@ async fn reports_and_edits_match_the_thingsboard_gateway() {
         let peer = ThingsBoardPeer::connect(broker.port()).await;
         let port = free_port();
         let connector = ConnectorProcess::start_with(
-            &with_port(port),
+            &device_a_on(port),
             broker.port(),
             &["--remote-configuration"],
         );
@@ -612,4 +614,144 @@ async fn a_file_changed_after_a_ui_edit_wins_and_is_reported() {
     let mut connection = TcpStream::connect(connector.local_addr).unwrap();
     connection.write_all(b"v").unwrap();
     assert_eq!(telemetry(&mut peer, 1).await, [value("File", "f", "v")]);
+}
+
+/// RPC `method` to the gateway device; its reply.
+async fn ask_gateway(peer: &mut ThingsBoardPeer, id: u32, method: &str, params: Value) -> Value {
+    peer.publish(
+        &format!("v1/devices/me/rpc/request/{id}"),
+        json!({"method": method, "params": params}),
+    )
+    .await;
+    peer.next_on(&format!("v1/devices/me/rpc/response/{id}"))
+        .await
+        .json()
+}
+
+/// What one implementation answers and publishes while ThingsBoard renames device "A" to "A2"
+/// and then deletes "A2": the replies to both notifications, and the telemetry of a frame
+/// before, between and after them.
+async fn drive_renaming(peer: &mut ThingsBoardPeer, port: u16) -> (Vec<Value>, Vec<Value>) {
+    let mut connection = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut frame = async |peer: &mut ThingsBoardPeer, bytes: &[u8]| -> Value {
+        connection.write_all(bytes).unwrap();
+        json!(telemetry(peer, 1).await)
+    };
+    let mut telemetry = vec![frame(peer, b"1").await];
+    let mut replies =
+        vec![ask_gateway(peer, 21, "gateway_device_renamed", json!({"A": "A2"})).await];
+    telemetry.push(frame(peer, b"2").await);
+    replies.push(ask_gateway(peer, 22, "gateway_device_deleted", json!("A2")).await);
+    telemetry.push(frame(peer, b"3").await);
+    (replies, telemetry)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renamed_and_deleted_devices_are_handled_as_the_gateway_handles_them() {
+    let theirs = async {
+        let broker = Mosquitto::start();
+        let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+        let port = free_port();
+        let gateway = e2e_tests::thingsboard_gateway::ThingsBoardGateway::start(
+            &device_a_on(port),
+            broker.port(),
+        );
+        // Ready once it publishes its statistics (after getSessionLimits is answered).
+        peer.next_on_within("v1/devices/me/telemetry", Duration::from_secs(60))
+            .await;
+        let run = drive_renaming(&mut peer, port).await;
+        gateway.terminate();
+        run
+    };
+    let ours = async {
+        let broker = Mosquitto::start();
+        let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+        let port = free_port();
+        let connector = ConnectorProcess::start(&device_a_on(port), broker.port());
+        let run = drive_renaming(&mut peer, port).await;
+        drop(connector);
+        run
+    };
+    let (theirs, ours) = tokio::join!(theirs, ours);
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        ours.1,
+        [
+            json!([value("A", "t", "1")]),
+            json!([value("A2", "t", "2")]),
+            json!([value("A", "t", "3")])
+        ]
+    );
+    assert_eq!(ours.0, [json!({"success": true}), json!({"success": true})]);
+}
+
+/// A device renamed in ThingsBoard is addressed by its new name (RPC, attribute updates), asks
+/// for attributes under it, and stays renamed when the connector restarts on its disk queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renamed_device_is_addressed_by_its_new_name_and_stays_renamed_across_restarts() {
+    let config = json!({"name": NAME, "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
+        "devices": [{"address": "*:*", "deviceName": "A",
+            "telemetry": [{"key": "t", "byteFrom": 0, "byteTo": -1}],
+            "attributeRequests": [{"type": "shared", "requestExpression": "${[:2]==AR}",
+                                   "attributeNameExpression": "[2:]"}],
+            "attributeUpdates": [{"encoding": "utf-8", "attributeOnThingsBoard": "mode"}],
+            "serverSideRpc": [{"methodRPC": "setLed", "withResponse": true,
+                               "methodProcessing": "write", "encoding": "utf-8"}]}]});
+    let queue = tempfile::tempdir().unwrap();
+    let queue_directory = queue.path().to_str().unwrap();
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let connector = ConnectorProcess::start_with(
+        &config,
+        broker.port(),
+        &["--queue-directory", queue_directory],
+    );
+    let mut device = TcpStream::connect(connector.local_addr).unwrap();
+    device.set_read_timeout(Some(e2e_tests::PROMPTLY)).unwrap();
+    device.write_all(b"1").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "1")]);
+    assert_eq!(
+        ask_gateway(&mut peer, 31, "gateway_device_renamed", json!({"A": "A2"})).await,
+        json!({"success": true})
+    );
+
+    peer.publish(
+        "v1/gateway/rpc",
+        json!({"device": "A2", "data": {"id": 5, "method": "setLed", "params": "on"}}),
+    )
+    .await;
+    let mut written = [0u8; 2];
+    std::io::Read::read_exact(&mut device, &mut written).unwrap();
+    assert_eq!(&written, b"on");
+    assert_eq!(
+        peer.next_on("v1/gateway/rpc").await.json(),
+        json!({"device": "A2", "id": 5, "data": {"result": "ok"}})
+    );
+    peer.publish(
+        "v1/gateway/attributes",
+        json!({"device": "A2", "data": {"mode": "eco"}}),
+    )
+    .await;
+    let mut written = [0u8; 3];
+    std::io::Read::read_exact(&mut device, &mut written).unwrap();
+    assert_eq!(&written, b"eco");
+    device.write_all(b"ARfirmware").unwrap();
+    // A frame that asks for attributes is not telemetry.
+    let request = peer.next_on("v1/gateway/attributes/request").await.json();
+    assert_eq!(request["device"], "A2", "{request}");
+    assert_eq!(
+        ask_gateway(&mut peer, 32, "gateway_devices", json!({})).await,
+        json!({"code": 200, "resp": {"A2": NAME}})
+    );
+    drop(device);
+    drop(connector);
+
+    let connector = ConnectorProcess::start_with(
+        &config,
+        broker.port(),
+        &["--queue-directory", queue_directory],
+    );
+    let mut device = TcpStream::connect(connector.local_addr).unwrap();
+    device.write_all(b"2").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A2", "t", "2")]);
 }

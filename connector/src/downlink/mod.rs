@@ -19,6 +19,7 @@ use crate::events::{AttributeRequestEvent, AttributeRequestOutcome, AttributeUpd
 use crate::last_values::LastValues;
 use crate::live::Live;
 use crate::remote_config::RemoteConfigurator;
+use crate::thingsboard::renames::Renames;
 use crate::thingsboard::session::DownlinkEvent;
 use crate::thingsboard::Publisher;
 use crate::transport::{DeviceLinks, PeerAttributeRequest};
@@ -53,6 +54,8 @@ pub struct DownlinkContext {
     pub limits: watch::Sender<SessionLimits>,
     /// The `connectorName` of this connector's devices (gateway RPC answers name it).
     pub connector_name: Arc<str>,
+    /// Devices renamed in ThingsBoard: requests name them by their new names.
+    pub renames: Arc<Renames>,
 }
 
 pub struct Downlink {
@@ -156,7 +159,7 @@ impl Downlink {
         self.next_request_id += 1;
         let payload = json!({
             "keys": request.keys,
-            "device": &*request.device,
+            "device": self.context.renames.current().in_thingsboard(&request.device),
             "client": request.scope == AttributeScope::Client,
             "id": id,
         });
@@ -247,7 +250,12 @@ impl Downlink {
     async fn update_attributes(&mut self, update: AttributeUpdate) {
         let snapshot = self.context.live.load();
         let devices = &snapshot.built.devices;
-        let Some(addressed) = self.context.links.address(devices, &update.device) else {
+        let renames = self.context.renames.current();
+        let Some(addressed) = self
+            .context
+            .links
+            .address(devices, renames.configured(&update.device))
+        else {
             warn!(device = %update.device, "attribute update for a device this connector does not have");
             return;
         };

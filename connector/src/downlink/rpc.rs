@@ -34,7 +34,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Handles `v1/gateway/rpc` and replies on the same topic.
 pub async fn device_rpc(context: DownlinkContext, request: DeviceRpc) {
-    let outcome = handle_device_rpc(&context, &request).await;
+    // A device renamed in ThingsBoard is asked for by its new name; the reply keeps that name.
+    let routed = DeviceRpc {
+        device: context
+            .renames
+            .current()
+            .configured(&request.device)
+            .to_owned(),
+        ..request.clone()
+    };
+    let outcome = handle_device_rpc(&context, &routed).await;
     RpcHandled {
         method: &request.method,
         outcome: outcome.as_ref(),
@@ -57,7 +66,10 @@ pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
         request.request_id
     );
     if let Some(method) = request.method.strip_prefix("gateway_") {
-        let reply = gateway_reply(method, &gateway_facts(&context));
+        let reply = match method {
+            "device_renamed" | "device_deleted" => context.renames.handle(method, &request.params),
+            _ => gateway_reply(method, &gateway_facts(&context)),
+        };
         let outcome = match reply.get("error").and_then(Value::as_str) {
             Some(error) => RpcOutcome::Error(error.to_owned()),
             None => RpcOutcome::Result(Value::Null),
@@ -91,6 +103,7 @@ pub async fn connector_rpc(context: DownlinkContext, request: ConnectorRpc) {
 fn gateway_facts(context: &DownlinkContext) -> GatewayFacts {
     let metrics = crate::metrics::metrics();
     let snapshot = context.live.load();
+    let renames = context.renames.current();
     GatewayFacts {
         connector_name: context.connector_name.to_string(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -100,7 +113,7 @@ fn gateway_facts(context: &DownlinkContext) -> GatewayFacts {
             .links
             .seen_names(&snapshot.built.devices)
             .iter()
-            .map(|name| name.to_string())
+            .map(|name| renames.in_thingsboard(name).to_owned())
             .collect(),
     }
 }

@@ -44,6 +44,13 @@ impl Storage {
     pub fn is_disk(&self) -> bool {
         matches!(self, Self::Disk { .. })
     }
+
+    pub fn directory(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Memory => None,
+            Self::Disk { directory, .. } => Some(directory),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,11 +14,13 @@ use crate::events::{DatapointTooLarge, DevicesEvicted};
 use crate::last_values::LastValues;
 use crate::metrics::metrics;
 use crate::queue::{Outbound, Queue, Topic};
+use crate::thingsboard::renames::Renames;
 use connector_core::config::ReportStrategy;
 use connector_core::convert::{ConvertedData, Datapoint, DeviceIdentity};
 use connector_core::report::ReportFilter;
 use connector_core::thingsboard::api::{self, UplinkBatch};
 use connector_core::thingsboard::limits::SessionLimits;
+use connector_core::thingsboard::renames::DeviceRenames;
 
 /// Converted messages in one round of publishes at most, unless `minPackSizeToSend` says otherwise.
 pub const DEFAULT_MAX_MESSAGES_PER_BATCH: usize = 4096;
@@ -48,6 +50,10 @@ pub struct Uplink {
     limits: watch::Receiver<SessionLimits>,
     configured_max_payload: usize,
     batching: Batching,
+    renames: Arc<Renames>,
+    /// The identities of renamed devices under their new names, for the renamings in `renamed_by`.
+    renamed: HashMap<Arc<str>, Arc<DeviceIdentity>>,
+    renamed_by: Arc<DeviceRenames>,
 }
 
 /// How the uplink gathers converted messages into one round of publishes, ThingsBoard's
@@ -76,6 +82,8 @@ pub struct UplinkSettings {
     pub report_strategy: ReportStrategy,
     pub max_devices: usize,
     pub batching: Batching,
+    /// Devices renamed in ThingsBoard: their data goes out under the new names.
+    pub renames: Arc<Renames>,
 }
 
 impl Uplink {
@@ -101,6 +109,9 @@ impl Uplink {
                 linger: settings.batching.linger,
                 max_messages: settings.batching.max_messages.max(1),
             },
+            renamed_by: settings.renames.current(),
+            renames: settings.renames,
+            renamed: HashMap::new(),
         }
     }
 
@@ -126,10 +137,13 @@ impl Uplink {
                     let now = now_ms();
                     let mut batch = UplinkBatch::new();
                     let mut read_at = Vec::with_capacity(incoming.len());
+                    self.follow_renames();
                     for mut message in incoming.drain(..) {
                         self.seen += 1;
-                        self.seen_in_batch.insert(message.device.name.clone(), self.seen);
+                        // `get` asks for the configured name.
                         self.last_values.record(&message);
+                        self.rename(&mut message);
+                        self.seen_in_batch.insert(message.device.name.clone(), self.seen);
                         let decision = self.filter.filter(&mut message, now);
                         metrics.report_suppressed.inc_by(decision.suppressed as u64);
                         read_at.push(message.ts_ms);
@@ -143,7 +157,9 @@ impl Uplink {
                 }
                 _ = sleep_for(periodic_wait) => {
                     let mut batch = UplinkBatch::new();
-                    for message in self.filter.due(now_ms()) {
+                    self.follow_renames();
+                    for mut message in self.filter.due(now_ms()) {
+                        self.rename(&mut message);
                         batch.add(message);
                     }
                     self.publish(batch).await;
@@ -152,6 +168,37 @@ impl Uplink {
             }
         }
         self.disconnect_all().await;
+    }
+
+    /// Takes the renamings ThingsBoard sent since the last batch.
+    fn follow_renames(&mut self) {
+        let current = self.renames.current();
+        if !Arc::ptr_eq(&current, &self.renamed_by) {
+            self.renamed.clear();
+            self.renamed_by = current;
+        }
+    }
+
+    /// A device renamed in ThingsBoard is connected and sends under its new name.
+    fn rename(&mut self, message: &mut ConvertedData) {
+        if self.renamed_by.is_empty() {
+            return;
+        }
+        let configured = &message.device;
+        let new_name = self.renamed_by.in_thingsboard(&configured.name);
+        if *new_name == *configured.name {
+            return;
+        }
+        let identity = self
+            .renamed
+            .entry(configured.name.clone())
+            .or_insert_with(|| {
+                Arc::new(DeviceIdentity {
+                    name: new_name.into(),
+                    device_type: configured.device_type.clone(),
+                })
+            });
+        message.device = identity.clone();
     }
 
     /// Waits up to the linger for more messages, until the batch is full or the producers are
@@ -282,7 +329,11 @@ impl Uplink {
                 api::disconnect_payload(name),
             ));
         }
-        self.last_values.forget(&evicted);
+        let configured: HashSet<Arc<str>> = evicted
+            .iter()
+            .map(|name| Arc::from(self.renamed_by.configured(name)))
+            .collect();
+        self.last_values.forget(&configured);
         self.filter.forget_devices(&evicted);
         DevicesEvicted {
             count: evicted.len(),
@@ -390,6 +441,7 @@ mod tests {
             report_strategy: ReportStrategy::ON_RECEIVED,
             max_devices,
             batching,
+            renames: Arc::new(Renames::open(true, None)),
         };
         let uplink = Uplink::new(queue.clone(), settings, Arc::default(), limits);
         let (data, received) = mpsc::channel(100);
