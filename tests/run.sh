@@ -38,7 +38,7 @@ if [ -x tests/tbgw/install.sh ]; then
   export TBGW_PYTHON
 fi
 
-echo "== Kubernetes test binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, helm) from Go modules"
+echo "== Kubernetes test binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm) from Go modules"
 SC_K8S_BIN="$(tests/k8s/build-binaries.sh | tail -n 1)"
 export SC_K8S_BIN
 

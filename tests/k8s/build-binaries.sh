@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the Kubernetes test binaries (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, helm) from the Go module proxy only, into a version-stamped cache
+# kube-scheduler, kubelet, kube-proxy, kubectl, helm) from the Go module proxy only, into a version-stamped cache
 # directory outside the work tree.
 #
 #   tests/k8s/build-binaries.sh                      # all of them
@@ -24,8 +24,9 @@ HELM_VERSION=v3.22.0  # gomod/helm: helm.sh/helm/v3
 # Bump when build flags change; go.mod/go.sum edits change the key by themselves.
 RECIPE_REV=2
 
-# The node binaries (controller-manager, scheduler, kubelet, kube-proxy) are for the single-node test.
-KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+# The node binaries (controller-manager, scheduler, kubelet, kube-proxy) are for the single-node
+# test; kubectl is how the tests apply and read objects as users do.
+KUBE=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 ALL=(etcd "${KUBE[@]}" helm)
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +39,7 @@ else
   targets=()
   for t in "$@"; do
     case $t in
-      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | helm) targets+=("$t") ;;
+      etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | kubectl | helm) targets+=("$t") ;;
       all) targets+=("${ALL[@]}") ;;
       *)
         echo "build-binaries.sh: unknown binary '$t' (expected: ${ALL[*]} or all)" >&2
@@ -145,7 +146,7 @@ start=$(date +%s)
 for t in $todo; do
   case $t in
     etcd) build_etcd ;;
-    kube-* | kubelet) build_kube "$t" ;;
+    kube-* | kubelet | kubectl) build_kube "$t" ;;
     helm) build_helm ;;
   esac
 done
