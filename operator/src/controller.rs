@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -26,7 +26,7 @@ use crate::build::{self, Defaults, FIELD_MANAGER};
 use crate::crd::{SocketConnector, SocketConnectorStatus};
 use crate::failure::Failure;
 use crate::metrics::OperatorMetrics;
-use crate::status::{self, Observation, PodLink};
+use crate::status::{self, Observation, PodLink, WaitingPod};
 use crate::validate::{validate, Plan};
 
 /// Reconciliations running at once; the rest wait in the controller's queue.
@@ -236,13 +236,6 @@ async fn reconcile_inner(
             return Ok(Action::await_change());
         }
     };
-    // read: the Secrets the pods will need
-    if let Some(message) = missing_secret(sc, &plan, context).await? {
-        let observation = Observation::SecretMissing { message };
-        write_status(sc, context, &observation, None, None, None).await?;
-        let interval = status::secret_poll_interval(sc.status.as_ref(), Timestamp::now());
-        return Ok(Action::requeue(interval));
-    }
     // build (pure) and apply
     let children = build::children(sc, &plan, &context.defaults);
     for child in children.iter().map(build::Child::to_apply) {
@@ -270,29 +263,34 @@ async fn reconcile_inner(
     delete_orphans(sc, &plan, context).await?;
     // status
     let (ready, updated) = deployment_readiness(sc, &plan, context).await?;
-    let observation = Observation::Applied {
-        desired: plan.identities.len() as i32,
-        ready,
-        updated,
-        paused: plan.paused,
-    };
-    let links = if plan.paused {
-        Vec::new()
+    let pods = if plan.paused {
+        PodsSeen::default()
     } else {
-        pod_links(sc, &plan, context).await?
+        observe_pods(sc, &plan, context).await?
     };
-    let now_ready = write_status(
-        sc,
-        context,
-        &observation,
-        Some(&plan),
-        Some(ready),
-        Some(&links),
-    )
-    .await?;
+    let desired = plan.identities.len() as i32;
+    let observation = match pods.mount_failure {
+        Some((failure, message)) if ready < desired || !updated => {
+            Observation::MountFailed { failure, message }
+        }
+        _ => Observation::Applied {
+            desired,
+            ready,
+            updated,
+            paused: plan.paused,
+        },
+    };
+    let links = (!plan.paused).then_some(&pods.links[..]);
+    let now_ready =
+        write_status(sc, context, &observation, Some(&plan), Some(ready), links).await?;
     // Running pods are asked again each interval: a lost ThingsBoard shows within it.
     Ok(if plan.paused {
         Action::requeue(Duration::from_secs(300))
+    } else if matches!(observation, Observation::MountFailed { .. }) {
+        Action::requeue(status::mount_poll_interval(
+            sc.status.as_ref(),
+            Timestamp::now(),
+        ))
     } else if now_ready {
         Action::requeue(context.pod_status_interval)
     } else {
@@ -300,32 +298,62 @@ async fn reconcile_inner(
     })
 }
 
+/// What the connector's pods say this round.
+#[derive(Default)]
+struct PodsSeen {
+    /// Each running pod's answer on `/status`.
+    links: Vec<PodLink>,
+    /// Why the kubelet cannot start a waiting pod, if it says so.
+    mount_failure: Option<(crate::failure::Failure, String)>,
+}
+
 /// Asks each running pod of the connector for `/status` on its metrics port, as Prometheus
-/// scrapes it (the pods have no API access of their own to report with).
-async fn pod_links(
+/// scrapes it (the pods have no API access of their own to report with); for pods that wait to
+/// start, reads the kubelet's `FailedMount` Events (only then: steady state lists no Events).
+async fn observe_pods(
     sc: &SocketConnector,
     plan: &Plan,
     context: &Context,
-) -> Result<Vec<PodLink>, ReconcileError> {
+) -> Result<PodsSeen, ReconcileError> {
     let namespace = sc.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
     let listed = pods
         .list(&ListParams::default().labels(&build::label_selector(sc)))
         .await?;
     let port = u16::try_from(plan.metrics_port).unwrap_or_default();
-    let mut running: Vec<(String, std::net::IpAddr)> = listed
+    let mut running: Vec<(String, std::net::IpAddr)> = Vec::new();
+    let mut waiting: Vec<WaitingPod> = Vec::new();
+    for pod in listed
         .into_iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .filter_map(|pod| {
-            let status = pod.status.as_ref()?;
-            if status.phase.as_deref() != Some("Running") {
-                return None;
+    {
+        let Some(status) = pod.status.as_ref() else {
+            continue;
+        };
+        match status.phase.as_deref() {
+            Some("Running") => {
+                if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                    running.push((pod.name_any(), ip));
+                }
             }
-            let ip = status.pod_ip.as_deref()?.parse().ok()?;
-            Some((pod.name_any(), ip))
-        })
-        .collect();
+            Some("Pending") => waiting.push(WaitingPod {
+                name: pod.name_any(),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+            }),
+            _ => {}
+        }
+    }
     running.sort();
+    let mount_failure = if waiting.is_empty() {
+        None
+    } else {
+        let events: Api<CoreEvent> = Api::namespaced(context.client.clone(), &namespace);
+        let failed_mounts = ListParams::default().fields(&format!(
+            "involvedObject.kind=Pod,reason={}",
+            status::FAILED_MOUNT
+        ));
+        status::mount_failure(&waiting, &events.list(&failed_mounts).await?.items)
+    };
     let namespace = &namespace;
     let asked = running.into_iter().map(|(pod, ip)| async move {
         let address = std::net::SocketAddr::new(ip, port);
@@ -335,7 +363,10 @@ async fn pod_links(
         }
         PodLink { pod, answer }
     });
-    Ok(futures::future::join_all(asked).await)
+    Ok(PodsSeen {
+        links: futures::future::join_all(asked).await,
+        mount_failure,
+    })
 }
 
 /// A resource that does not deserialize: say so on the object, not in a crash loop.
@@ -375,61 +406,6 @@ async fn report_invalid_object(
     )
     .await?;
     Ok(Action::await_change())
-}
-
-async fn missing_secret(
-    sc: &SocketConnector,
-    plan: &Plan,
-    context: &Context,
-) -> Result<Option<String>, ReconcileError> {
-    let namespace = sc.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    let mut wanted: Vec<(String, &str, &str)> = Vec::new();
-    for identity in &plan.identities {
-        for (secret, key, purpose) in identity.credential.secret_keys() {
-            let owner = format!("{purpose} of replica {}", identity.index);
-            wanted.push((owner, secret, key));
-        }
-    }
-    let ca = plan.tls.as_ref().and_then(|tls| tls.ca.as_ref());
-    if let Some(crate::validate::CaSource::Secret(ca)) = ca {
-        wanted.push(("ThingsBoard CA".to_owned(), &ca.name, &ca.key));
-    }
-    for (purpose, name, key) in &wanted {
-        match secrets.get_opt(name).await? {
-            None => {
-                return Ok(Some(format!(
-                    "Secret {namespace}/{name} ({purpose}) does not exist"
-                )))
-            }
-            Some(secret) => {
-                let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(*key))
-                    || secret
-                        .string_data
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(*key));
-                if !has_key {
-                    return Ok(Some(format!(
-                        "Secret {namespace}/{name} has no key {key:?} ({purpose})"
-                    )));
-                }
-            }
-        }
-    }
-    if let Some(crate::validate::CaSource::ConfigMap(ca)) = ca {
-        let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &namespace);
-        let has_key = config_maps
-            .get_opt(&ca.name)
-            .await?
-            .is_some_and(|map| map.data.as_ref().is_some_and(|d| d.contains_key(&ca.key)));
-        if !has_key {
-            return Ok(Some(format!(
-                "ConfigMap {namespace}/{} has no key {:?} (ThingsBoard CA), or does not exist",
-                ca.name, ca.key
-            )));
-        }
-    }
-    Ok(None)
 }
 
 fn api_for(client: &Client, namespace: &str, child: &Value) -> Api<DynamicObject> {
@@ -649,7 +625,7 @@ async fn publish_transition_event(
     if ready_reason(old) != ready_reason(new) {
         let (type_, reason, note) = match observation {
             Observation::Invalid { message, .. }
-            | Observation::SecretMissing { message }
+            | Observation::MountFailed { message, .. }
             | Observation::ApplyFailed { message } => (
                 EventType::Warning,
                 observation

@@ -21,8 +21,10 @@ pub enum Failure {
     QueueExceedsMemory,
     /// A network policy CIDR that does not parse.
     InvalidNetworkPolicy,
-    /// A referenced Secret, or its key, does not exist.
+    /// A Secret, ConfigMap or key that the pods mount does not exist (the kubelet says so).
     SecretMissing,
+    /// The kubelet cannot set up another volume of the pods (a claim, a host path).
+    VolumeMountFailed,
     /// The API server refused a child for good (quota, admission, an immutable field, RBAC).
     ApplyFailed,
     /// A transient Kubernetes API error; retried with backoff.
@@ -42,6 +44,7 @@ impl Failure {
         Self::QueueExceedsMemory,
         Self::InvalidNetworkPolicy,
         Self::SecretMissing,
+        Self::VolumeMountFailed,
         Self::ApplyFailed,
         Self::ApiError,
         Self::NoNamespace,
@@ -58,6 +61,7 @@ impl Failure {
             Self::QueueExceedsMemory => "QueueExceedsMemory",
             Self::InvalidNetworkPolicy => "InvalidNetworkPolicy",
             Self::SecretMissing => "SecretMissing",
+            Self::VolumeMountFailed => "VolumeMountFailed",
             Self::ApplyFailed => "ApplyFailed",
             Self::ApiError => "ApiError",
             Self::NoNamespace => "NoNamespace",

@@ -1,8 +1,9 @@
 //! Kubernetes operator for socket connectors: reconciles `SocketConnector` resources into a
 //! ConfigMap, one Deployment per gateway identity and a Service.
 //!
-//! Pipeline: read (Secrets) → [`validate`] (pure) → [`build`] (pure) → apply (server-side apply)
-//! → delete orphans → status ([`status`], pure conditions). [`controller`] holds the IO.
+//! Pipeline: read → [`validate`] (pure) → [`build`] (pure) → apply (server-side apply)
+//! → delete orphans → status ([`status`], pure conditions from the Deployments, the pods' `/status`
+//! and the kubelet's Events). [`controller`] holds the IO. The operator never reads Secrets.
 
 pub mod build;
 pub mod controller;

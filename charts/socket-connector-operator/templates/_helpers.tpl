@@ -60,9 +60,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]
+# No access to Secrets at all: a Secret the pods need and that is missing is reported by the
+# kubelet, as a FailedMount Event on the pod, and read from there.
 - apiGroups: [""]
-  resources: [secrets]
-  verbs: [get]
+  resources: [events]
+  verbs: [list]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

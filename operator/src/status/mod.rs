@@ -9,12 +9,21 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::SocketConnectorStatus;
 use crate::failure::Failure;
 
+mod kubelet;
+mod thingsboard;
+
+pub use kubelet::{mount_failure, WaitingPod, FAILED_MOUNT};
+
+pub use thingsboard::{
+    thingsboard_condition, with_thingsboard_link, PodLink, THINGSBOARD_CONNECTED,
+};
+
 impl Observation {
     /// The failure this observation reports, if it is one.
     pub fn failure(&self) -> Option<Failure> {
         match self {
             Self::Invalid { failure, .. } => Some(*failure),
-            Self::SecretMissing { .. } => Some(Failure::SecretMissing),
+            Self::MountFailed { failure, .. } => Some(*failure),
             Self::ApplyFailed { .. } => Some(Failure::ApplyFailed),
             Self::Applied { .. } => None,
         }
@@ -26,8 +35,9 @@ impl Observation {
 pub enum Observation {
     /// The spec (or the object) cannot be rolled out; nothing was applied.
     Invalid { failure: Failure, message: String },
-    /// A referenced Secret (or key) is missing; nothing was applied.
-    SecretMissing { message: String },
+    /// Children applied, but the kubelet cannot start the pods: a volume does not mount
+    /// (`SecretMissing` for a missing Secret, ConfigMap or key, else `VolumeMountFailed`).
+    MountFailed { failure: Failure, message: String },
     /// The API server refused a child (quota, admission, an immutable field, RBAC); the spec is
     /// valid, the children are partly applied.
     ApplyFailed { message: String },
@@ -77,25 +87,15 @@ pub fn conditions(observation: &Observation, generation: Option<i64>) -> Vec<Con
                 c("ConfigValid", false, reason, message.clone()),
             ]
         }
-        Observation::SecretMissing { message } => vec![
-            c(
-                "Ready",
-                false,
-                Failure::SecretMissing.reason(),
-                message.clone(),
-            ),
+        Observation::MountFailed { failure, message } => vec![
+            c("Ready", false, failure.reason(), message.clone()),
             c(
                 "Progressing",
                 false,
-                Failure::SecretMissing.reason(),
-                "waiting for the Secret".to_owned(),
+                failure.reason(),
+                "the kubelet retries the mount; the pods start once it succeeds".to_owned(),
             ),
-            c(
-                "Degraded",
-                true,
-                Failure::SecretMissing.reason(),
-                message.clone(),
-            ),
+            c("Degraded", true, failure.reason(), message.clone()),
             c(
                 "ConfigValid",
                 true,
@@ -213,144 +213,6 @@ pub fn config_warnings_note(warnings: &[String]) -> String {
     note
 }
 
-/// The condition that says whether the connector pods reach ThingsBoard.
-pub const THINGSBOARD_CONNECTED: &str = "ThingsBoardConnected";
-
-/// What one running connector pod answered on `GET /status` (its metrics port), or why it did not.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PodLink {
-    pub pod: String,
-    pub answer: Result<String, String>,
-}
-
-/// One pod's link to ThingsBoard, read from its `/status` JSON.
-enum Link {
-    Connected,
-    /// Not connected yet, no attempt has failed.
-    Connecting,
-    /// The last attempt failed: the connector's reason label and what to check.
-    Failed {
-        reason: String,
-        message: String,
-    },
-    Unreachable(String),
-}
-
-fn link(answer: &Result<String, String>) -> Link {
-    let status = match answer {
-        Ok(body) => match serde_json::from_str::<serde_json::Value>(body) {
-            Ok(status) => status,
-            Err(error) => return Link::Unreachable(format!("/status is not JSON: {error}")),
-        },
-        Err(error) => return Link::Unreachable(error.clone()),
-    };
-    let thingsboard = &status["thingsboard"];
-    match (
-        thingsboard["connected"].as_bool(),
-        thingsboard["reason"].as_str(),
-    ) {
-        (Some(true), _) => Link::Connected,
-        (Some(false), None) => Link::Connecting,
-        (Some(false), Some(reason)) => Link::Failed {
-            reason: reason.to_owned(),
-            message: thingsboard["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        },
-        (None, _) => Link::Unreachable("/status has no thingsboard.connected".to_owned()),
-    }
-}
-
-/// `bad_credentials` → `BadCredentials` (a condition reason is CamelCase by convention).
-fn camel_case(label: &str) -> String {
-    label
-        .split('_')
-        .map(|word| {
-            let mut chars = word.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// `ThingsBoardConnected` from what the running pods answered: False with the connector's own
-/// reason when a pod's last attempt failed (that is what the user must fix), Unknown while a pod
-/// cannot be asked or has not connected yet, True when every pod is connected.
-pub fn thingsboard_condition(links: &[PodLink], generation: Option<i64>) -> Condition {
-    let total = links.len();
-    let read: Vec<(&str, Link)> = links
-        .iter()
-        .map(|l| (l.pod.as_str(), link(&l.answer)))
-        .collect();
-    let failed = read
-        .iter()
-        .filter(|(_, l)| matches!(l, Link::Failed { .. }));
-    let (status, reason, message) =
-        if let Some((pod, Link::Failed { reason, message })) = failed.clone().next() {
-            let count = failed.count();
-            (
-                "False",
-                camel_case(reason),
-                format!("pod {pod}: {message} ({count} of {total} pods not connected)"),
-            )
-        } else if let Some((pod, Link::Unreachable(error))) =
-            read.iter().find(|(_, l)| matches!(l, Link::Unreachable(_)))
-        {
-            (
-                "Unknown",
-                "StatusUnavailable".to_owned(),
-                format!("pod {pod}: {error}"),
-            )
-        } else if let Some((pod, _)) = read.iter().find(|(_, l)| matches!(l, Link::Connecting)) {
-            (
-                "Unknown",
-                "Connecting".to_owned(),
-                format!("pod {pod} has not connected to ThingsBoard yet"),
-            )
-        } else if total == 0 {
-            (
-                "Unknown",
-                "NoPods".to_owned(),
-                "no running connector pod to ask".to_owned(),
-            )
-        } else {
-            (
-                "True",
-                "Connected".to_owned(),
-                format!("{total}/{total} connector pods connected to ThingsBoard"),
-            )
-        };
-    Condition {
-        type_: THINGSBOARD_CONNECTED.to_owned(),
-        status: status.to_owned(),
-        reason,
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(Timestamp::now()),
-    }
-}
-
-/// Adds `ThingsBoardConnected`: from the pods when they were asked this round, else the last one
-/// (a spec that cannot be rolled out does not stop the running pods).
-pub fn with_thingsboard_link(
-    conditions: &mut Vec<Condition>,
-    links: Option<&[PodLink]>,
-    old: &[Condition],
-    generation: Option<i64>,
-) {
-    let condition = match links {
-        Some(links) => Some(thingsboard_condition(links, generation)),
-        None => old
-            .iter()
-            .find(|c| c.type_ == THINGSBOARD_CONNECTED)
-            .cloned(),
-    };
-    conditions.extend(condition);
-}
-
 /// Keeps each condition's transition time when its status did not change, so an unchanged status
 /// compares equal and is not written again.
 pub fn carry_transition_times(new: &mut [Condition], old: &[Condition]) {
@@ -363,14 +225,22 @@ pub fn carry_transition_times(new: &mut [Condition], old: &[Condition]) {
     }
 }
 
-/// Secrets are not watched (that would need list and watch on every Secret of the namespace,
-/// values included): while one is missing the operator looks again, every 2 s for the first
-/// 2 minutes of waiting (a Secret created right after its SocketConnector), then every 15 s.
-pub fn secret_poll_interval(status: Option<&SocketConnectorStatus>, now: Timestamp) -> Duration {
+/// Pods are not watched: while the kubelet cannot mount a pod's volume the operator looks again,
+/// every 2 s for the first 2 minutes of waiting (a Secret created right after its
+/// SocketConnector), then every 15 s.
+pub fn mount_poll_interval(status: Option<&SocketConnectorStatus>, now: Timestamp) -> Duration {
+    let mount_failures = [
+        Failure::SecretMissing.reason(),
+        Failure::VolumeMountFailed.reason(),
+    ];
     let waiting_since = status.and_then(|s| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "SecretMissing")
+            .find(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && mount_failures.contains(&c.reason.as_str())
+            })
             .map(|c| c.last_transition_time.0)
     });
     let waited = waiting_since
@@ -397,7 +267,7 @@ pub fn is_ready(status: Option<&SocketConnectorStatus>) -> bool {
 mod tests {
     use super::*;
 
-    fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+    pub(super) fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
         conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 
@@ -530,7 +400,7 @@ mod tests {
         assert_eq!(find(&invalid, "ConfigValid").reason, "InvalidConfig");
     }
 
-    fn conditions_of_invalid() -> Vec<Condition> {
+    pub(super) fn conditions_of_invalid() -> Vec<Condition> {
         conditions(
             &Observation::Invalid {
                 failure: Failure::InvalidConfig,
@@ -540,91 +410,11 @@ mod tests {
         )
     }
 
-    fn pod(name: &str, answer: Result<&str, &str>) -> PodLink {
-        PodLink {
-            pod: name.to_owned(),
-            answer: answer.map(str::to_owned).map_err(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn thingsboard_connected_says_what_the_pods_report() {
-        let connected = r#"{"thingsboard":{"connected":true}}"#;
-        let refused = r#"{"thingsboard":{"connected":false,"reason":"bad_credentials","message":"ThingsBoard refused the credentials: check the access token"}}"#;
-        let summary = |links: &[PodLink]| {
-            let c = thingsboard_condition(links, Some(4));
-            assert_eq!(c.observed_generation, Some(4));
-            (c.status, c.reason, c.message)
-        };
-        let text = |s: &str, r: &str, m: &str| (s.to_owned(), r.to_owned(), m.to_owned());
-        assert_eq!(
-            summary(&[pod("a", Ok(connected)), pod("b", Ok(connected))]),
-            text(
-                "True",
-                "Connected",
-                "2/2 connector pods connected to ThingsBoard"
-            )
-        );
-        assert_eq!(
-            summary(&[
-                pod("a", Ok(connected)),
-                pod("b", Err("connect to 10.0.0.9:9100: Connection refused")),
-                pod("c", Ok(refused)),
-            ]),
-            text(
-                "False",
-                "BadCredentials",
-                "pod c: ThingsBoard refused the credentials: check the access token (1 of 3 pods not connected)"
-            )
-        );
-        assert_eq!(
-            summary(&[
-                pod("a", Ok(connected)),
-                pod("b", Err("no answer within 2000 ms"))
-            ]),
-            text(
-                "Unknown",
-                "StatusUnavailable",
-                "pod b: no answer within 2000 ms"
-            )
-        );
-        assert_eq!(summary(&[pod("a", Ok("<html>"))]).1, "StatusUnavailable");
-        assert_eq!(
-            summary(&[pod("a", Ok(r#"{"thingsboard":{"connected":false}}"#))]),
-            text(
-                "Unknown",
-                "Connecting",
-                "pod a has not connected to ThingsBoard yet"
-            )
-        );
-        assert_eq!(
-            summary(&[]),
-            text("Unknown", "NoPods", "no running connector pod to ask")
-        );
-        assert_eq!(camel_case("tls_unknown_ca"), "TlsUnknownCa");
-    }
-
-    #[test]
-    fn a_round_without_pods_to_ask_keeps_the_last_thingsboard_condition() {
-        let old = vec![thingsboard_condition(
-            &[pod("a", Ok(r#"{"thingsboard":{"connected":true}}"#))],
-            Some(1),
-        )];
-        let mut invalid = conditions_of_invalid();
-        with_thingsboard_link(&mut invalid, None, &old, Some(2));
-        assert_eq!(find(&invalid, THINGSBOARD_CONNECTED), &old[0]);
-        let mut asked = conditions_of_invalid();
-        with_thingsboard_link(&mut asked, Some(&[]), &old, Some(2));
-        assert_eq!(find(&asked, THINGSBOARD_CONNECTED).reason, "NoPods");
-        let mut first = conditions_of_invalid();
-        with_thingsboard_link(&mut first, None, &[], Some(2));
-        assert_eq!(first.len(), 4);
-    }
-
     #[test]
     fn a_missing_secret_is_looked_for_often_at_first() {
-        let missing = Observation::SecretMissing {
-            message: "Secret plant/gateway does not exist".into(),
+        let missing = Observation::MountFailed {
+            failure: Failure::SecretMissing,
+            message: "pod line-1-0-abc: MountVolume.SetUp failed for volume \"thingsboard\" : secret \"gateway\" not found".into(),
         };
         let status = |waited_s: i64| SocketConnectorStatus {
             conditions: conditions(&missing, Some(1))
@@ -637,14 +427,21 @@ mod tests {
                 .collect(),
             ..SocketConnectorStatus::default()
         };
+        let waiting = conditions(&missing, Some(1));
+        assert_eq!(find(&waiting, "Ready").reason, "SecretMissing");
+        assert!(find(&waiting, "Ready")
+            .message
+            .contains("secret \"gateway\" not found"));
+        assert_eq!(find(&waiting, "Degraded").status, "True");
+        assert_eq!(find(&waiting, "ConfigValid").status, "True");
         let now = Timestamp::from_second(1_000_000).unwrap();
-        assert_eq!(secret_poll_interval(None, now), Duration::from_secs(2));
+        assert_eq!(mount_poll_interval(None, now), Duration::from_secs(2));
         assert_eq!(
-            secret_poll_interval(Some(&status(10)), now),
+            mount_poll_interval(Some(&status(10)), now),
             Duration::from_secs(2)
         );
         assert_eq!(
-            secret_poll_interval(Some(&status(600)), now),
+            mount_poll_interval(Some(&status(600)), now),
             Duration::from_secs(15)
         );
     }
