@@ -17,7 +17,13 @@ use rcgen::{
 };
 use tempfile::TempDir;
 
-/// The directory with `etcd`, `kube-apiserver` and `helm`: `SC_K8S_BIN`, or what
+/// `kubectl` of the same Kubernetes version, built with the rest (the machine's own, if any, is
+/// not used).
+pub fn kubectl() -> Command {
+    Command::new(bin_dir().join("kubectl"))
+}
+
+/// The directory with `etcd`, `kube-apiserver`, `kubectl` and `helm`: `SC_K8S_BIN`, or what
 /// `build-binaries.sh` prints (it builds them once, then answers from its cache).
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -82,9 +88,17 @@ fn pki() -> Pki {
         "kubernetes.default.svc".to_owned(),
     ])
     .expect("params");
-    serving
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    // Loopback for the tests' clients; the node's bridge address and the `kubernetes` Service's
+    // ClusterIP for pods (ControlPlane::start_for_pods).
+    for address in [
+        "127.0.0.1",
+        crate::node::BRIDGE_ADDRESS,
+        KUBERNETES_SERVICE_IP,
+    ] {
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(address.parse().expect("ip")));
+    }
     serving
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
@@ -137,9 +151,23 @@ pub(crate) fn spawn(binary: &str, args: &[String], log: &str) -> Child {
     child
 }
 
+/// The first address of `--service-cluster-ip-range`: the `kubernetes` Service's ClusterIP.
+pub const KUBERNETES_SERVICE_IP: &str = "198.19.0.1";
+
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until the apiserver is ready.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// As [`ControlPlane::start`], for a node whose pods use the API (tests/src/node.rs): the
+    /// `kubernetes` Service points at the node's bridge address (where the node forwards to the
+    /// apiserver on loopback), and the ServiceAccount admission plugin gives pods their token.
+    pub fn start_for_pods() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(for_pods: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = pki();
         let write = |name: &str, text: &str| {
@@ -177,7 +205,14 @@ impl ControlPlane {
             &[
                 format!("--etcd-servers={etcd_url}"),
                 "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
+                format!(
+                    "--advertise-address={}",
+                    if for_pods {
+                        crate::node::BRIDGE_ADDRESS
+                    } else {
+                        "127.0.0.1"
+                    }
+                ),
                 format!("--secure-port={port}"),
                 format!("--tls-cert-file={serving_cert}"),
                 format!("--tls-private-key-file={serving_key}"),
@@ -187,7 +222,12 @@ impl ControlPlane {
                 format!("--service-account-issuer=https://127.0.0.1:{port}"),
                 format!("--service-account-key-file={sa_public}"),
                 format!("--service-account-signing-key-file={sa_key}"),
-                "--disable-admission-plugins=ServiceAccount".to_owned(),
+                // Without a controller-manager no ServiceAccount would ever exist to admit pods.
+                if for_pods {
+                    "--enable-admission-plugins=ServiceAccount".to_owned()
+                } else {
+                    "--disable-admission-plugins=ServiceAccount".to_owned()
+                },
                 "--allow-privileged=true".to_owned(),
                 "--profiling=false".to_owned(),
                 format!("--cert-dir={}", dir.path().join("certs").display()),
@@ -272,6 +312,23 @@ impl ControlPlane {
         let path = self.dir.path().join(name);
         std::fs::write(&path, yaml).expect("write kubeconfig");
         path
+    }
+
+    /// A token of ServiceAccount `namespace/name` (TokenRequest), to act as its pods do.
+    pub async fn service_account_token(client: &Client, namespace: &str, name: &str) -> String {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+        let request: TokenRequest =
+            serde_json::from_value(serde_json::json!({"spec": {"expirationSeconds": 3600}}))
+                .expect("TokenRequest");
+        accounts
+            .create_token_request(name, &kube::api::PostParams::default(), &request)
+            .await
+            .expect("TokenRequest")
+            .status
+            .expect("token")
+            .token
     }
 
     pub async fn client(&self) -> Client {

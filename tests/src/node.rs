@@ -35,6 +35,54 @@ pub struct Node {
     cgroup_root: String,
     containerd: Child,
     components: Vec<Child>,
+    /// Pods reach the apiserver (on loopback) through this.
+    apiserver_forward: Forward,
+}
+
+/// Forwards TCP from `from` to `to` (pods to the apiserver on loopback) until dropped.
+struct Forward {
+    from: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Forward {
+    fn start(from: std::net::SocketAddr, to: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(from)
+            .unwrap_or_else(|e| panic!("forward {from} to {to}: {e}"));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let (Ok(inbound), Ok(outbound)) = (inbound, std::net::TcpStream::connect(to))
+                else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                if let (Ok(a), Ok(b)) = (inbound.try_clone(), outbound.try_clone()) {
+                    pipe(a, outbound);
+                    pipe(b, inbound);
+                }
+            }
+        });
+        Self { from, stop }
+    }
+
+    /// Stops accepting (while `from` is still an address of this machine).
+    fn close(&self) {
+        if !self.stop.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // Wakes the accept loop so that it sees the flag and closes the listener.
+            let _ = std::net::TcpStream::connect_timeout(&self.from, Duration::from_secs(1));
+        }
+    }
 }
 
 /// `ip ...`; the bridge is the only interface this creates, and it holds 198.18.0.1/24 only.
@@ -62,6 +110,16 @@ impl Node {
         // ClusterIPs stay on the bridge: a packet to one that kube-proxy has not translated yet
         // goes nowhere but the pods' side, never out of the machine.
         ip(&["route", "add", SERVICE_SUBNET, "dev", BRIDGE]);
+        // The `kubernetes` Service's endpoint (ControlPlane::start_for_pods advertises the bridge
+        // address): kube-proxy sends pods there, and this hands them to the apiserver.
+        let apiserver_forward = Forward::start(
+            (
+                BRIDGE_ADDRESS.parse::<std::net::IpAddr>().expect("ip"),
+                plane.port,
+            )
+                .into(),
+            (std::net::Ipv4Addr::LOCALHOST, plane.port).into(),
+        );
 
         create_cgroup_root(&cgroup_root);
         let containerd = start_containerd(dir.path());
@@ -186,6 +244,7 @@ impl Node {
             cgroup_root,
             containerd,
             components: vec![kubelet, controller_manager, scheduler, proxy],
+            apiserver_forward,
         }
     }
 
@@ -215,6 +274,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.apiserver_forward.close();
         for child in &mut self.components {
             let _ = child.kill();
             let _ = child.wait();
@@ -346,7 +406,7 @@ fn start_containerd(dir: &Path) -> Child {
             "cniVersion": "0.4.0", "name": "tbsc",
             "plugins": [{"type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": false,
                 "hairpinMode": true,
-                "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": BRIDGE_ADDRESS}]],
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": BRIDGE_ADDRESS}]], "routes": [{"dst": SERVICE_SUBNET}],
                     "dataDir": root.join("ipam")}}]
         })
         .to_string(),

@@ -9,16 +9,15 @@ use std::time::{Duration, Instant};
 use e2e_tests::chart::{chart, helm, root, template, KUBE_VERSION};
 use e2e_tests::control_plane::{fake_kubelet, ControlPlane};
 use e2e_tests::ok;
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{ListParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use socket_connector_operator::crd::{SecretKeyRef, SocketConnector};
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write;
-    let mut child = Command::new("kubectl")
+    let mut child = e2e_tests::control_plane::kubectl()
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -177,30 +176,32 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
         "--skip-crds",
     ]);
     ok(&install, "helm install");
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "operator-system");
-    let request: TokenRequest =
-        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
-            .unwrap();
-    let token = accounts
-        .create_token_request(
-            "sco-socket-connector-operator",
-            &PostParams::default(),
-            &request,
-        )
-        .await
-        .expect("TokenRequest")
-        .status
-        .expect("token")
-        .token;
+    let token = ControlPlane::service_account_token(
+        &client,
+        "operator-system",
+        "sco-socket-connector-operator",
+    )
+    .await;
     let operator_kubeconfig =
         plane.kubeconfig_file(&plane.kubeconfig_for_token(&token), "operator.kubeconfig");
     let as_operator = ControlPlane::client_from(&plane.kubeconfig_for_token(&token)).await;
 
-    // What it must not do: read Secrets outside the watched namespace.
-    let foreign: Api<Secret> = Api::namespaced(as_operator.clone(), "tenant-b");
-    match foreign.get_opt("anything").await {
-        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
-        other => panic!("the operator's ServiceAccount reached Secrets in tenant-b: {other:?}"),
+    // What it must not do: read any Secret, in the watched namespace or elsewhere (the kubelet
+    // reports a missing one).
+    for namespace in ["tenant-a", "tenant-b"] {
+        let secrets: Api<Secret> = Api::namespaced(as_operator.clone(), namespace);
+        match secrets.get_opt("gateway").await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+            other => {
+                panic!("the operator's ServiceAccount reached Secrets in {namespace}: {other:?}")
+            }
+        }
+        match secrets.list(&ListParams::default()).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+            other => {
+                panic!("the operator's ServiceAccount listed Secrets in {namespace}: {other:?}")
+            }
+        }
     }
 
     // What it must do: the operator binary, with only that token, reconciles to Ready.
