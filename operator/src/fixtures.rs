@@ -1,5 +1,8 @@
 //! Example specs shared by unit tests, golden files and the end-to-end tests.
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
 use crate::crd::SocketConnectorSpec;
@@ -125,4 +128,16 @@ pub fn pod_settings_spec() -> SocketConnectorSpec {
         object.extend(extra.clone());
     }
     serde_json::from_value(value).expect("fixture spec")
+}
+
+/// The pod spec of a Deployment the operator built (tests only: panics when it has none).
+pub fn pod_spec(deployment: &Deployment) -> &PodSpec {
+    let template = &deployment.spec.as_ref().expect("deployment spec").template;
+    template.spec.as_ref().expect("pod spec")
+}
+
+/// The pod template's metadata of a Deployment the operator built (tests only).
+pub fn pod_metadata(deployment: &Deployment) -> &ObjectMeta {
+    let template = &deployment.spec.as_ref().expect("deployment spec").template;
+    template.metadata.as_ref().expect("pod metadata")
 }

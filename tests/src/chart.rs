@@ -25,6 +25,23 @@ pub fn helm(args: &[&str]) -> Output {
         .env("HELM_CONFIG_HOME", std::env::temp_dir()))
 }
 
+/// `helm install sco <chart> --namespace operator-system` into the cluster of `kubeconfig`, with
+/// these extra arguments; panics with helm's output if it fails.
+pub fn install(kubeconfig: &Path, extra: &[&str]) {
+    let chart = chart();
+    let mut args = vec![
+        "install",
+        "sco",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "operator-system",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    crate::ok(&helm(&args), "helm install");
+}
+
 /// `helm template sco <chart> --namespace operator-system` with these values files and arguments.
 pub fn template(values: &[&Path], extra: &[&str]) -> Output {
     let chart = chart();

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
-};
+use rcgen::KeyPair;
 use tempfile::TempDir;
+
+use crate::pki::TestCa;
 
 /// `kubectl` of the same Kubernetes version, built with the rest (the machine's own, if any, is
 /// not used).
@@ -68,63 +67,24 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "socket-connector-test-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let serving_key = KeyPair::generate().expect("key");
-    let mut serving = CertificateParams::new(vec![
-        "localhost".to_owned(),
-        "kubernetes.default.svc".to_owned(),
-    ])
-    .expect("params");
+    let ca = TestCa::new("socket-connector-test-ca");
     // Loopback for the tests' clients; the node's bridge address and the `kubernetes` Service's
     // ClusterIP for pods (ControlPlane::start_for_pods).
-    for address in [
+    let serving = ca.server(&[
+        "localhost",
+        "kubernetes.default.svc",
         "127.0.0.1",
         crate::node::BRIDGE_ADDRESS,
         KUBERNETES_SERVICE_IP,
-    ] {
-        serving
-            .subject_alt_names
-            .push(SanType::IpAddress(address.parse().expect("ip")));
-    }
-    serving
-        .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving
-        .signed_by(&serving_key, &issuer)
-        .expect("serving cert");
-
-    let admin_key = KeyPair::generate().expect("key");
-    let mut admin = CertificateParams::new(Vec::<String>::new()).expect("params");
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "socket-connector-test-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer).expect("admin cert");
-
+    ]);
+    let admin = ca.client("socket-connector-test-admin", Some("system:masters"), false);
     let sa = KeyPair::generate().expect("key");
     Pki {
-        ca: ca_cert.pem(),
-        serving_cert: serving_cert.pem(),
-        serving_key: serving_key.serialize_pem(),
-        admin_cert: admin_cert.pem(),
-        admin_key: admin_key.serialize_pem(),
+        ca: ca.pem,
+        serving_cert: serving.pem,
+        serving_key: serving.key_pem,
+        admin_cert: admin.pem,
+        admin_key: admin.key_pem,
         sa_key: sa.serialize_pem(),
         sa_public: sa.public_key_pem(),
     }

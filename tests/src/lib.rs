@@ -10,6 +10,7 @@ pub mod http;
 pub mod image;
 pub mod node;
 pub mod peer;
+pub mod pki;
 pub mod thingsboard_gateway;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, NetworkOptions, QoS};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -86,6 +86,20 @@ pub fn session_limits() -> Value {
     })
 }
 
+/// An MQTT client of the measuring side on 127.0.0.1:`port`: packets up to 16 MiB, at most
+/// `inflight` unacknowledged publishes, and PUBACKs sent at once (no Nagle delay of its own).
+pub fn mqtt_client(id: String, port: u16, inflight: u16) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(16 << 20, 16 << 20);
+    options.set_inflight(inflight);
+    let (client, mut event_loop) = AsyncClient::new(options, 1024);
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    event_loop.set_network_options(network);
+    (client, event_loop)
+}
+
 impl ThingsBoardPeer {
     /// Connects to the broker and subscribes to every topic before returning; answers
     /// `getSessionLimits` with ThingsBoard's defaults.
@@ -99,10 +113,7 @@ impl ThingsBoardPeer {
             "tb-peer-{:08x}",
             std::process::id() ^ crate::free_port() as u32
         );
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(16 << 20, 16 << 20);
-        let (client, mut event_loop) = AsyncClient::new(options, 1024);
+        let (client, mut event_loop) = mqtt_client(id, port, 100);
         let (tx, received) = mpsc::unbounded_channel();
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
         let sent: Sent = Arc::default();

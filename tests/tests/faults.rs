@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use e2e_tests::http::{get, sample};
 use e2e_tests::peer::session_limits;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, PROMPTLY};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, NetworkOptions, QoS, SubscribeFilter};
+use rumqttc::{Event, Incoming, QoS, SubscribeFilter};
 use serde_json::{json, Value};
 use socket_connector::simulate::{
     self, encode_frame, now_us, parse_digits, unwrap_sent_us, LoadOptions, Progress, Protocol,
@@ -56,13 +56,7 @@ impl Collector {
         let arrivals: Arc<Mutex<Arrivals>> = Arc::default();
         let shared = arrivals.clone();
         let id = format!("faults-collector-{}-{}", std::process::id(), free_port());
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(16 << 20, 16 << 20);
-        let (client, mut event_loop) = AsyncClient::new(options, 1024);
-        let mut network = NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        event_loop.set_network_options(network);
+        let (client, mut event_loop) = e2e_tests::peer::mqtt_client(id, port, 100);
         let task = tokio::spawn(async move {
             loop {
                 match event_loop.poll().await {

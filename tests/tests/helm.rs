@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use e2e_tests::chart::{chart, helm, root, template, KUBE_VERSION};
+use e2e_tests::chart::{chart, helm, install, root, template, KUBE_VERSION};
 use e2e_tests::control_plane::{fake_kubelet, ControlPlane};
 use e2e_tests::ok;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -162,20 +162,10 @@ async fn rendered_objects_validate_and_the_installed_rbac_suffices() {
     }
 
     // Install for tenant-a only, then act as the chart's ServiceAccount.
-    let chart = chart();
-    let install = helm(&[
-        "install",
-        "sco",
-        chart.to_str().unwrap(),
-        "--namespace",
-        "operator-system",
-        "--kubeconfig",
-        admin.to_str().unwrap(),
-        "--set",
-        "watchNamespaces={tenant-a}",
-        "--skip-crds",
-    ]);
-    ok(&install, "helm install");
+    install(
+        &admin,
+        &["--set", "watchNamespaces={tenant-a}", "--skip-crds"],
+    );
     let token = ControlPlane::service_account_token(
         &client,
         "operator-system",

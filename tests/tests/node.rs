@@ -14,7 +14,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use e2e_tests::chart::{chart, helm};
+use e2e_tests::chart::install;
 use e2e_tests::control_plane::ControlPlane;
 use e2e_tests::http::{get, sample};
 use e2e_tests::image::archive;
@@ -132,19 +132,7 @@ async fn host_path_volume(client: &Client, name: &str, dir: &std::path::Path, si
 async fn install_operator(plane: &ControlPlane, client: &Client) {
     restricted_namespace(client, "operator-system").await;
     let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
-    let chart = chart();
-    ok(
-        &helm(&[
-            "install",
-            "sco",
-            chart.to_str().unwrap(),
-            "--namespace",
-            "operator-system",
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ]),
-        "helm install",
-    );
+    install(&kubeconfig, &[]);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "operator-system");
     let deadline = Instant::now() + WAIT;
     loop {

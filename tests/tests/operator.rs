@@ -652,14 +652,7 @@ async fn operator_on_a_real_api_server() {
 }
 
 fn pod_hash(deployment: &Deployment) -> String {
-    deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
+    socket_connector_operator::fixtures::pod_metadata(deployment)
         .annotations
         .as_ref()
         .unwrap()[RESTART_HASH_ANNOTATION]
@@ -866,14 +859,7 @@ async fn run_rendered_pod(
         device_port,
         metrics_port,
     } = *rendered;
-    let pod = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
+    let pod = socket_connector_operator::fixtures::pod_spec(deployment);
     let container = &pod.containers[0];
     assert_eq!(
         container.command.as_deref(),
@@ -967,14 +953,7 @@ async fn run_rendered_pod(
     // IP): the operator asks it for its ThingsBoard link, and the condition and `kubectl get`
     // show what the connector says, within seconds.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let labels = deployment
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
+    let labels = socket_connector_operator::fixtures::pod_metadata(deployment)
         .labels
         .clone();
     let pod_object: Pod = serde_json::from_value(json!({

@@ -12,58 +12,29 @@ use std::time::Duration;
 
 use e2e_tests::http::{get, sample};
 use e2e_tests::peer::telemetry_entries;
+use e2e_tests::pki::{Issued, TestCa};
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use serde_json::{json, Value};
 
-/// A CA, ThingsBoard's server certificate and gateway client certificates, as PEM.
+/// A CA, ThingsBoard's server certificate and gateway client certificates.
 struct Pki {
+    authority: TestCa,
     ca: String,
-    server: String,
-    server_key: String,
-    client: String,
-    client_key: String,
-    expired_client: String,
-    expired_client_key: String,
-    issuer: Issuer<'static, KeyPair>,
+    server: Issued,
+    client: Issued,
+    expired_client: Issued,
 }
 
 impl Pki {
     /// A CA whose server certificate names `names` (DNS names, or IP addresses).
     fn new(names: &[&str]) -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.distinguished_name
-            .push(DnType::CommonName, "ThingsBoard test CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        let server_key = KeyPair::generate().unwrap();
-        let mut server = CertificateParams::new(Vec::<String>::new()).unwrap();
-        for name in names {
-            server.subject_alt_names.push(match name.parse() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName((*name).try_into().unwrap()),
-            });
-        }
-        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-        let (client, client_key) = client_certificate(&issuer, "gateway-1", false);
-        let (expired_client, expired_client_key) = client_certificate(&issuer, "gateway-1", true);
+        let authority = TestCa::new("ThingsBoard test CA");
         Self {
-            ca: ca_cert.pem(),
-            server: server_cert.pem(),
-            server_key: server_key.serialize_pem(),
-            client,
-            client_key,
-            expired_client,
-            expired_client_key,
-            issuer,
+            ca: authority.pem.clone(),
+            server: authority.server(names),
+            client: authority.client("gateway-1", None, false),
+            expired_client: authority.client("gateway-1", None, true),
+            authority,
         }
     }
 
@@ -71,8 +42,8 @@ impl Pki {
     fn tls_listener(&self, dir: &std::path::Path) -> Vec<String> {
         for (name, content) in [
             ("ca.pem", &self.ca),
-            ("server.pem", &self.server),
-            ("server.key", &self.server_key),
+            ("server.pem", &self.server.pem),
+            ("server.key", &self.server.key_pem),
         ] {
             std::fs::write(dir.join(name), content).unwrap();
         }
@@ -82,18 +53,6 @@ impl Pki {
             format!("keyfile {}", dir.join("server.key").display()),
         ]
     }
-}
-
-fn client_certificate(issuer: &Issuer<'_, KeyPair>, name: &str, expired: bool) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    if expired {
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 /// A TCP device on a free port; the config's one device turns "21.5" into `temp`.
@@ -295,8 +254,8 @@ async fn x509_client_certificate_an_expired_one_refused_then_rotated() {
         &[
             ("socket.json", socket_json(free_port()).to_string()),
             ("ca.pem", pki.ca.clone()),
-            ("gateway.pem", pki.expired_client.clone()),
-            ("gateway.key", pki.expired_client_key.clone()),
+            ("gateway.pem", pki.expired_client.pem.clone()),
+            ("gateway.key", pki.expired_client.key_pem.clone()),
         ],
         &[
             "--config",
@@ -320,14 +279,18 @@ async fn x509_client_certificate_an_expired_one_refused_then_rotated() {
     );
     assert!(failures(metrics, "tls_client_certificate_rejected") >= 1.0);
     // cert-manager renews the Secret: the files change in place, the connector reconnects.
-    std::fs::write(connector.directory().join("gateway.pem"), &pki.client).unwrap();
-    std::fs::write(connector.directory().join("gateway.key"), &pki.client_key).unwrap();
+    std::fs::write(connector.directory().join("gateway.pem"), &pki.client.pem).unwrap();
+    std::fs::write(
+        connector.directory().join("gateway.key"),
+        &pki.client.key_pem,
+    )
+    .unwrap();
     connector.wait_for_log("connected to ThingsBoard");
     expect_data(&mut peer, &connector, "22.5").await;
     // A second renewal of a working certificate reconnects too.
-    let (renewed, renewed_key) = client_certificate(&pki.issuer, "gateway-1", false);
-    std::fs::write(connector.directory().join("gateway.pem"), renewed).unwrap();
-    std::fs::write(connector.directory().join("gateway.key"), renewed_key).unwrap();
+    let renewed = pki.authority.client("gateway-1", None, false);
+    std::fs::write(connector.directory().join("gateway.pem"), renewed.pem).unwrap();
+    std::fs::write(connector.directory().join("gateway.key"), renewed.key_pem).unwrap();
     connector.wait_for_logs("connected to ThingsBoard", 2);
     expect_data(&mut peer, &connector, "23.5").await;
 }
@@ -373,8 +336,8 @@ async fn tb_gateway_json_of_each_security_type() {
             x509_listener(&pki, dir.path()),
             vec![
                 ("ca.pem", pki.ca.clone()),
-                ("gateway.pem", pki.client.clone()),
-                ("gateway.key", pki.client_key.clone()),
+                ("gateway.pem", pki.client.pem.clone()),
+                ("gateway.key", pki.client.key_pem.clone()),
             ],
         ),
     ];
@@ -441,15 +404,7 @@ async fn the_operators_x509_pod_connects() {
         .iter()
         .find_map(|child| match child {
             Child::Deployment(deployment) => Some(
-                deployment
-                    .spec
-                    .clone()
-                    .unwrap()
-                    .template
-                    .spec
-                    .unwrap()
-                    .containers[0]
-                    .clone(),
+                socket_connector_operator::fixtures::pod_spec(deployment).containers[0].clone(),
             ),
             _ => None,
         })
@@ -469,8 +424,8 @@ async fn the_operators_x509_pod_connects() {
         &[
             ("socket.json", config.as_bytes()),
             ("ca.crt", pki.ca.as_bytes()),
-            ("tls.crt", pki.client.as_bytes()),
-            ("tls.key", pki.client_key.as_bytes()),
+            ("tls.crt", pki.client.pem.as_bytes()),
+            ("tls.key", pki.client.key_pem.as_bytes()),
         ],
         &args,
     );

@@ -5,68 +5,40 @@ use std::sync::Arc;
 
 use e2e_tests::broker_peer_and_connector;
 use e2e_tests::peer::telemetry_entries;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use e2e_tests::pki::{Issued, TestCa};
+use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// The device CA, the connector's server certificate and a device's client certificate.
 struct Pki {
-    ca_pem: String,
-    ca_der: CertificateDer<'static>,
-    server_pem: String,
-    server_key: String,
-    client_der: CertificateDer<'static>,
-    client_key: PrivateKeyDer<'static>,
+    ca: TestCa,
+    server: Issued,
+    client: Issued,
 }
 
 fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.distinguished_name.push(DnType::CommonName, "device CA");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut server = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    server
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client
-        .distinguished_name
-        .push(DnType::CommonName, "meter-17");
-    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    let ca = TestCa::new("device CA");
     Pki {
-        ca_pem: ca_cert.pem(),
-        ca_der: ca_cert.der().clone(),
-        server_pem: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
-        client_der: client_cert.der().clone(),
-        client_key: PrivateKeyDer::Pkcs8(client_key.serialize_der().into()),
+        server: ca.server(&["localhost", "127.0.0.1"]),
+        client: ca.client("meter-17", None, false),
+        ca,
     }
 }
 
 fn client_config(pki: &Pki, with_certificate: bool) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
+    roots.add(pki.ca.der.clone()).unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
     Arc::new(if with_certificate {
         builder
-            .with_client_auth_cert(vec![pki.client_der.clone()], pki.client_key.clone_key())
+            .with_client_auth_cert(vec![pki.client.der.clone()], pki.client.key_der.clone_key())
             .unwrap()
     } else {
         builder.with_no_client_auth()
@@ -82,8 +54,8 @@ async fn mutual_tls_device_connections() {
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     };
-    let tls = json!({"certFile": write("server.crt", &pki.server_pem), "keyFile": write("server.key", &pki.server_key),
-                     "clientCaFile": write("ca.crt", &pki.ca_pem)});
+    let tls = json!({"certFile": write("server.crt", &pki.server.pem), "keyFile": write("server.key", &pki.server.key_pem),
+                     "clientCaFile": write("ca.crt", &pki.ca.pem)});
     let config = json!({
         "name": "TLS",
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0, "tls": tls},

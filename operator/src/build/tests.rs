@@ -224,14 +224,7 @@ fn children_are_owned_labelled_and_restricted() {
             (owner.kind.as_str(), owner.controller),
             ("SocketConnector", Some(true))
         );
-        let pod = deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
+        let pod = crate::fixtures::pod_spec(deployment);
         let container = &pod.containers[0];
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use e2e_tests::connector::ConnectorProcess;
+use e2e_tests::peer::mqtt_client;
 use e2e_tests::Mosquitto;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, NetworkOptions, QoS};
+use rumqttc::{Event, Incoming, QoS};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use socket_connector::simulate::{self, LoadOptions, Progress, Protocol};
@@ -691,18 +692,11 @@ async fn subscribe(
     ready: std::sync::mpsc::Sender<()>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let mut options = MqttOptions::new(
+    let (client, mut event_loop) = mqtt_client(
         format!("bench-subscriber-{}", std::process::id()),
-        "127.0.0.1",
         port,
+        100,
     );
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(16 << 20, 16 << 20);
-    let (client, mut event_loop) = AsyncClient::new(options, 1024);
-    // PUBACKs go out at once: the measuring side adds no Nagle delay of its own.
-    let mut network = NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    event_loop.set_network_options(network);
     let _ = client
         .subscribe("v1/gateway/telemetry", QoS::AtLeastOnce)
         .await;
@@ -838,11 +832,7 @@ fn publish_directly(options: &Options, port: u16) -> anyhow::Result<Published> {
         let built = connector_core::load::load_str(&text)?.built;
         let converter = &built.devices.devices()[0].converter;
 
-        let mut mqtt = MqttOptions::new("bench-publisher", "127.0.0.1", port);
-        mqtt.set_keep_alive(Duration::from_secs(30));
-        mqtt.set_max_packet_size(16 << 20, 16 << 20);
-        mqtt.set_inflight(100);
-        let (client, mut event_loop) = AsyncClient::new(mqtt, 1024);
+        let (client, mut event_loop) = mqtt_client("bench-publisher".to_owned(), port, 100);
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel();
         let done = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(AtomicU64::new(0));
