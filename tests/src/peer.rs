@@ -86,6 +86,23 @@ pub fn session_limits() -> Value {
     })
 }
 
+/// Answers a `getSessionLimits` RPC of the connector, when `topic` and `payload` are one, with
+/// [`session_limits`], as ThingsBoard does (the measuring side plays ThingsBoard).
+pub fn answer_session_limits(client: &AsyncClient, topic: &str, payload: &[u8]) {
+    let Some(id) = topic.strip_prefix("v1/devices/me/rpc/request/") else {
+        return;
+    };
+    let request: Value = serde_json::from_slice(payload).unwrap_or_default();
+    if request["method"] == "getSessionLimits" {
+        let _ = client.try_publish(
+            format!("v1/devices/me/rpc/response/{id}"),
+            QoS::AtLeastOnce,
+            false,
+            session_limits().to_string(),
+        );
+    }
+}
+
 /// An MQTT client of the measuring side on 127.0.0.1:`port`: packets up to 16 MiB, at most
 /// `inflight` unacknowledged publishes, and PUBACKs sent at once (no Nagle delay of its own).
 pub fn mqtt_client(id: String, port: u16, inflight: u16) -> (AsyncClient, EventLoop) {

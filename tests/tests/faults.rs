@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::http::{get, sample};
-use e2e_tests::peer::session_limits;
+use e2e_tests::peer::answer_session_limits;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, PROMPTLY};
 use rumqttc::{Event, Incoming, QoS, SubscribeFilter};
 use serde_json::{json, Value};
@@ -77,19 +77,8 @@ impl Collector {
                         if publish.topic == "v1/gateway/telemetry" {
                             let mut arrivals = shared.lock().unwrap();
                             record(&mut arrivals, &publish.payload, now);
-                        } else if let Some(id) =
-                            publish.topic.strip_prefix("v1/devices/me/rpc/request/")
-                        {
-                            let request: Value =
-                                serde_json::from_slice(&publish.payload).unwrap_or_default();
-                            if request["method"] == "getSessionLimits" {
-                                let _ = client.try_publish(
-                                    format!("v1/devices/me/rpc/response/{id}"),
-                                    QoS::AtLeastOnce,
-                                    false,
-                                    session_limits().to_string(),
-                                );
-                            }
+                        } else {
+                            answer_session_limits(&client, &publish.topic, &publish.payload);
                         }
                     }
                     Ok(_) => {}

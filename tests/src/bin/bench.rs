@@ -734,17 +734,12 @@ async fn subscribe(
                     distinct.store(stats.distinct, Ordering::Relaxed);
                 } else if publish.topic == "v1/gateway/attributes" {
                     stats.lock().unwrap().attribute_publishes += 1;
-                } else if let Some(id) = publish.topic.strip_prefix("v1/devices/me/rpc/request/") {
-                    let request: Value =
-                        serde_json::from_slice(&publish.payload).unwrap_or_default();
-                    if request["method"] == "getSessionLimits" {
-                        let _ = client.try_publish(
-                            format!("v1/devices/me/rpc/response/{id}"),
-                            QoS::AtLeastOnce,
-                            false,
-                            e2e_tests::peer::session_limits().to_string(),
-                        );
-                    }
+                } else {
+                    e2e_tests::peer::answer_session_limits(
+                        &client,
+                        &publish.topic,
+                        &publish.payload,
+                    );
                 }
             }
             Ok(_) => {}
