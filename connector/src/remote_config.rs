@@ -10,6 +10,7 @@ use std::time::UNIX_EPOCH;
 
 use rumqttc::QoS;
 use serde_json::{json, Value};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
@@ -51,6 +52,8 @@ pub struct RemoteConfigurator {
     generation: u64,
     /// The last `active_connectors` reported, so that a broker echoing it causes no loop.
     active_connectors: Value,
+    /// Whether `active_connectors` lists this connector: the device socket is open only then.
+    active: watch::Sender<bool>,
     remote_logging_level: Option<Value>,
     next_request: u64,
 }
@@ -62,6 +65,7 @@ impl RemoteConfigurator {
         publisher: Publisher,
         qos: QoS,
         reloader: Reloader,
+        active: watch::Sender<bool>,
     ) -> Self {
         let (document, modified) = read_document(&settings.config_file, &reloader);
         let running_ts = settings.config_changed_at_ms.unwrap_or(modified);
@@ -78,6 +82,7 @@ impl RemoteConfigurator {
             generation: reloader.generation(),
             reloader,
             active_connectors: json!([&identity.name]),
+            active,
             identity,
             config_file: settings.config_file.clone(),
             reported,
@@ -97,7 +102,7 @@ impl RemoteConfigurator {
         );
         self.next_request += 1;
         self.publish_to(&request, json!({})).await;
-        self.publish(gateway_report(&self.identity)).await;
+        self.publish(gateway_report(&self.active_connectors)).await;
         self.publish(self.reported.clone()).await;
     }
 
@@ -142,11 +147,18 @@ impl RemoteConfigurator {
                 .iter()
                 .any(|n| n.as_str() == Some(&self.identity.name))
         });
-        if !listed {
+        let switched = self.active.send_if_modified(|active| {
+            let switched = *active != listed;
+            *active = listed;
+            switched
+        });
+        if switched && !listed {
             warn!(
                 connector = %self.identity.name,
-                "ThingsBoard lists this connector as inactive; it keeps running (stop the process to stop it)"
+                "ThingsBoard lists this connector as inactive (active_connectors): its device socket is closed and its devices disconnected until it is listed again"
             );
+        } else if switched {
+            info!(connector = %self.identity.name, "ThingsBoard lists this connector as active again");
         }
         self.active_connectors = list.clone();
         self.publish(json!({ "active_connectors": list })).await;

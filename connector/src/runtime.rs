@@ -2,12 +2,10 @@
 //! down in order (stop reading, flush the queue, disconnect devices, close the session).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -25,6 +23,7 @@ use crate::thingsboard::session::Session;
 use crate::thingsboard::statistics::StatisticsTask;
 use crate::thingsboard::uplink::{Batching, Uplink, UplinkSettings};
 use crate::thingsboard::{link, remote_logs, MqttSettings, Publisher};
+use crate::transport::device_socket::{self, SocketPlan};
 use crate::transport::limits::ConnectionLimits;
 use crate::transport::{self, client, DeviceLinks, Ingest};
 use connector_core::config::{LogLevel, ReportStrategy, SocketKind};
@@ -128,41 +127,45 @@ impl Connector {
             requests,
             links: links.clone(),
         };
-        let (listener, local_addr) = match (socket.kind, &loaded.built.client) {
-            (SocketKind::Tcp, Some(plan)) => {
-                let settings = client::ClientSettings {
-                    host: socket.address.clone(),
-                    port: socket.port,
-                    plan: plan.clone(),
-                    idle_timeout: limits.idle_timeout,
-                };
-                let client = client::run(settings, ingest, stop_rx.clone());
-                (supervisor.spawn("listener", client), address)
-            }
-            (SocketKind::Tcp, None) => {
-                let tls = match &socket.tls {
+        let plan = match (socket.kind, &loaded.built.client) {
+            (SocketKind::Tcp, Some(plan)) => SocketPlan::Client(client::ClientSettings {
+                host: socket.address.clone(),
+                port: socket.port,
+                plan: plan.clone(),
+                idle_timeout: limits.idle_timeout,
+            }),
+            (SocketKind::Tcp, None) => SocketPlan::TcpServer {
+                address,
+                tls: match &socket.tls {
                     Some(tls) => {
                         Some(transport::tls::acceptor(tls).map_err(|(key, message)| {
                             anyhow::anyhow!("socket.tls.{key}: {message}")
                         })?)
                     }
                     None => None,
-                };
-                let listener =
-                    listen(address).with_context(|| format!("cannot listen on TCP {address}"))?;
-                let local = listener.local_addr()?;
-                let serve = transport::tcp::serve(listener, ingest, tls, limits, stop_rx.clone());
-                (supervisor.spawn("listener", serve), local)
-            }
-            (SocketKind::Udp, _) => {
-                let udp = transport::udp::bind(address, loaded.built.receive_buffer)
-                    .with_context(|| format!("cannot bind UDP {address}"))?;
-                let local = udp.local_addr()?;
-                let serve = transport::udp::serve(Arc::new(udp), ingest, stop_rx.clone());
-                (supervisor.spawn("listener", serve), local)
-            }
+                },
+                limits,
+            },
+            (SocketKind::Udp, _) => SocketPlan::Udp {
+                address,
+                receive_buffer: loaded.built.receive_buffer,
+            },
         };
-        health.listener_bound.store(true, Ordering::Relaxed);
+        let device_socket = plan.bind()?;
+        let local_addr = device_socket.local_addr()?.unwrap_or(address);
+        // ThingsBoard's `active_connectors` (remote configuration) closes and reopens it.
+        let (active, active_rx) = watch::channel(true);
+        let listener = supervisor.spawn(
+            "listener",
+            device_socket::run(
+                plan,
+                device_socket,
+                ingest,
+                health.clone(),
+                stop_rx.clone(),
+                active_rx.clone(),
+            ),
+        );
         if loaded.built.client.is_some() {
             info!(connector = %connector_name, address = %local_addr, "TCP client socket is up, connecting to the device server");
         } else {
@@ -208,6 +211,7 @@ impl Connector {
                 publisher.clone(),
                 settings.mqtt.qos,
                 reloader.clone(),
+                active,
             )
         });
         let downlink = Downlink::new(
@@ -263,7 +267,7 @@ impl Connector {
             last_values,
             limits_rx,
         );
-        let uplink = supervisor.spawn("uplink", uplink.run(queue_rx));
+        let uplink = supervisor.spawn("uplink", uplink.run(queue_rx, active_rx));
         Ok(Self {
             local_addr,
             stop,
@@ -327,24 +331,6 @@ impl Connector {
             ),
         }
     }
-}
-
-/// Connections the kernel may hold for accept (capped by `net.core.somaxconn`). The backlog of
-/// `TcpListener::bind` (128) made a storm of 10,000 devices connecting at once take 20-30 s,
-/// as SYNs were dropped and retried (docs/benchmarks.md).
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    // As std and tokio do for listeners: a restarted connector can bind while old connections
-    // linger in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

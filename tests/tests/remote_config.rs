@@ -755,3 +755,96 @@ async fn a_renamed_device_is_addressed_by_its_new_name_and_stays_renamed_across_
     device.write_all(b"2").unwrap();
     assert_eq!(telemetry(&mut peer, 1).await, [value("A2", "t", "2")]);
 }
+
+/// Polls `ready` every 50 ms until it holds, at most [`e2e_tests::PROMPTLY`].
+fn promptly(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + e2e_tests::PROMPTLY;
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "not in time: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The UI's connector switch: ThingsBoard's `active_connectors` without this connector closes
+/// its device socket and disconnects its devices, as the gateway closes a connector; listed
+/// again, the socket opens on the same port and devices are connected again when they send.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_listed_as_inactive_closes_its_socket_until_it_is_listed_again() {
+    let port = free_port();
+    let metrics = metrics_address();
+    let broker = Mosquitto::start();
+    let mut peer = ThingsBoardPeer::connect(broker.port()).await;
+    let start = |metrics: SocketAddr| {
+        ConnectorProcess::start_with(
+            &device_a_on(port),
+            broker.port(),
+            &[
+                "--remote-configuration",
+                "--metrics-address",
+                &metrics.to_string(),
+            ],
+        )
+    };
+    let connector = start(metrics);
+    let mut device = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    device.set_read_timeout(Some(e2e_tests::PROMPTLY)).unwrap();
+    device.write_all(b"1").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "1")]);
+    assert_eq!(get(metrics, "/readyz").0, 200);
+
+    peer.set_shared("active_connectors", json!([])).await;
+    // The disconnect goes through the queue, the report straight out: in either order.
+    let (mut disconnected, mut reported) = (false, false);
+    while !(disconnected && reported) {
+        let message = peer
+            .next(e2e_tests::PROMPTLY)
+            .await
+            .expect("disconnect and report");
+        match message.topic.as_str() {
+            "v1/gateway/disconnect" => {
+                assert_eq!(message.json(), json!({"device": "A"}));
+                disconnected = true;
+            }
+            CLIENT_ATTRIBUTES => {
+                reported |= message.json().get("active_connectors") == Some(&json!([]));
+            }
+            _ => {}
+        }
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        std::io::Read::read_to_end(&mut device, &mut rest).unwrap(),
+        0,
+        "the device connection is closed"
+    );
+    promptly("the port refuses connections", || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+    assert_eq!(get(metrics, "/readyz").0, 503, "not ready while inactive");
+
+    // ThingsBoard keeps the list: after a restart the answer to the attribute request at start
+    // closes the socket again.
+    drop(connector);
+    let metrics = metrics_address();
+    let _connector = start(metrics);
+    loop {
+        let report = peer.next_on(CLIENT_ATTRIBUTES).await.json();
+        if report.get("active_connectors") == Some(&json!([])) {
+            break;
+        }
+    }
+    promptly("the port refuses connections after the restart", || {
+        TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
+
+    peer.set_shared("active_connectors", json!([NAME])).await;
+    promptly("the port accepts connections again", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let mut device = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    device.write_all(b"2").unwrap();
+    let connect = peer.next_on("v1/gateway/connect").await.json();
+    assert_eq!(connect["device"], "A");
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "2")]);
+    assert_eq!(get(metrics, "/readyz").0, 200);
+}

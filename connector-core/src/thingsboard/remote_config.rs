@@ -61,10 +61,11 @@ impl ConnectorIdentity {
     }
 }
 
-/// The gateway-wide client attributes reported at start.
-pub fn gateway_report(identity: &ConnectorIdentity) -> Value {
+/// The gateway-wide client attributes reported at start: `active_connectors` is the list
+/// ThingsBoard last sent, at first this connector alone.
+pub fn gateway_report(active_connectors: &Value) -> Value {
     json!({
-        "active_connectors": [&identity.name],
+        "active_connectors": active_connectors,
         "Version": UI_GATEWAY_VERSION,
     })
 }

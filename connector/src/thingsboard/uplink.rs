@@ -116,8 +116,13 @@ impl Uplink {
     }
 
     /// Runs until `data` is closed (all producers gone), then queues the devices' disconnects
-    /// and closes the queue.
-    pub async fn run(mut self, mut data: mpsc::Receiver<ConvertedData>) {
+    /// and closes the queue. While `active` is false (ThingsBoard lists the connector as
+    /// inactive) its devices are disconnected, as the gateway does when it closes a connector.
+    pub async fn run(
+        mut self,
+        mut data: mpsc::Receiver<ConvertedData>,
+        mut active: watch::Receiver<bool>,
+    ) {
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         let max_messages = self.batching.max_messages;
         let mut incoming = Vec::with_capacity(max_messages.min(DEFAULT_MAX_MESSAGES_PER_BATCH));
@@ -165,9 +170,15 @@ impl Uplink {
                     self.publish(batch).await;
                 }
                 _ = sweep.tick() => self.filter.sweep(now_ms()),
+                Ok(()) = active.changed() => {
+                    if !*active.borrow_and_update() {
+                        self.disconnect_all().await;
+                    }
+                }
             }
         }
         self.disconnect_all().await;
+        self.queue.close();
     }
 
     /// Takes the renamings ThingsBoard sent since the last batch.
@@ -319,44 +330,42 @@ impl Uplink {
             .collect();
         by_age.sort_unstable();
         by_age.truncate(self.announced.len() - keep);
-        let evicted: HashSet<Arc<str>> = by_age.iter().map(|(_, name)| name.clone()).collect();
-        self.announced.retain(|name, _| !evicted.contains(name));
         // The longest silent first.
-        for (_, name) in &by_age {
+        let evicted: Vec<Arc<str>> = by_age.into_iter().map(|(_, name)| name).collect();
+        self.disconnect(&evicted, outbound);
+        DevicesEvicted {
+            count: evicted.len(),
+            max_devices: self.max_devices,
+        }
+        .emit();
+    }
+
+    /// Disconnects these devices in ThingsBoard and forgets what is remembered of them (last
+    /// values, report-strategy state); they are announced again if they send.
+    fn disconnect(&mut self, devices: &[Arc<str>], outbound: &mut Vec<Outbound>) {
+        let names: HashSet<Arc<str>> = devices.iter().cloned().collect();
+        self.announced.retain(|name, _| !names.contains(name));
+        for name in devices {
             outbound.push(Outbound::presence(
                 Topic::Disconnect,
                 name.clone(),
                 api::disconnect_payload(name),
             ));
         }
-        let configured: HashSet<Arc<str>> = evicted
+        let configured: HashSet<Arc<str>> = names
             .iter()
             .map(|name| Arc::from(self.renamed_by.configured(name)))
             .collect();
         self.last_values.forget(&configured);
-        self.filter.forget_devices(&evicted);
-        DevicesEvicted {
-            count: evicted.len(),
-            max_devices: self.max_devices,
-        }
-        .emit();
+        self.filter.forget_devices(&names);
         metrics().devices_connected.set(self.announced.len() as i64);
     }
 
     async fn disconnect_all(&mut self) {
-        let disconnects = self
-            .announced
-            .keys()
-            .map(|name| {
-                Outbound::presence(
-                    Topic::Disconnect,
-                    name.clone(),
-                    api::disconnect_payload(name),
-                )
-            })
-            .collect();
+        let devices: Vec<Arc<str>> = self.announced.keys().cloned().collect();
+        let mut disconnects = Vec::with_capacity(devices.len());
+        self.disconnect(&devices, &mut disconnects);
         self.queue.push(disconnects).await;
-        self.queue.close();
     }
 
     /// Takes ThingsBoard's payload limit when it (re)arrives.
@@ -421,18 +430,27 @@ mod tests {
         }
     }
 
-    /// An uplink task on an in-memory queue; returns the queue, its data sender, the task and the
-    /// session-limits sender (kept alive by the caller).
-    fn running_uplink(
-        max_payload: usize,
-        max_devices: usize,
-        batching: Batching,
-    ) -> (
+    /// The queue, its data sender, the task and the session-limits sender (kept alive by the
+    /// caller).
+    type RunningUplink = (
         Arc<Queue>,
         mpsc::Sender<ConvertedData>,
         tokio::task::JoinHandle<()>,
         watch::Sender<SessionLimits>,
-    ) {
+    );
+
+    /// An uplink task on an in-memory queue.
+    fn running_uplink(max_payload: usize, max_devices: usize, batching: Batching) -> RunningUplink {
+        let (uplink, _active) = switchable_uplink(max_payload, max_devices, batching);
+        uplink
+    }
+
+    /// As [`running_uplink`], with the sender that switches the connector inactive.
+    fn switchable_uplink(
+        max_payload: usize,
+        max_devices: usize,
+        batching: Batching,
+    ) -> (RunningUplink, watch::Sender<bool>) {
         let queue = Queue::in_memory(1 << 20, FullPolicy::Block);
         let (limits_tx, limits) = watch::channel(SessionLimits::default());
         let settings = UplinkSettings {
@@ -445,8 +463,41 @@ mod tests {
         };
         let uplink = Uplink::new(queue.clone(), settings, Arc::default(), limits);
         let (data, received) = mpsc::channel(100);
-        let task = tokio::spawn(uplink.run(received));
-        (queue, data, task, limits_tx)
+        let (active, active_rx) = watch::channel(true);
+        let task = tokio::spawn(uplink.run(received, active_rx));
+        ((queue, data, task, limits_tx), active)
+    }
+
+    #[tokio::test]
+    async fn an_inactive_connector_disconnects_its_devices_and_announces_them_again_when_they_send()
+    {
+        let ((queue, data, task, _limits_tx), active) =
+            switchable_uplink(8196, 10, Batching::default());
+        data.send(message("m1", 1)).await.unwrap();
+        data.send(message("m2", 2)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        active.send(false).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let records = queue.take_unsent(1000);
+        let of = |records: &[crate::queue::Record], topic: Topic| -> Vec<String> {
+            let mut devices: Vec<String> = records
+                .iter()
+                .filter(|r| r.topic == topic)
+                .filter_map(|r| r.device.as_deref().map(str::to_owned))
+                .collect();
+            devices.sort();
+            devices
+        };
+        assert_eq!(of(&records, Topic::Connect), ["m1", "m2"]);
+        assert_eq!(of(&records, Topic::Disconnect), ["m1", "m2"]);
+        // Listed again, a device that sends is connected again; the shutdown disconnects it.
+        active.send(true).unwrap();
+        data.send(message("m1", 3)).await.unwrap();
+        drop(data);
+        task.await.unwrap();
+        let records = queue.take_unsent(1000);
+        assert_eq!(of(&records, Topic::Connect), ["m1"]);
+        assert_eq!(of(&records, Topic::Disconnect), ["m1"]);
     }
 
     #[tokio::test]

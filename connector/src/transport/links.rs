@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use indexmap::IndexMap;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -57,7 +58,8 @@ pub struct DeviceLinks {
     dynamic: Mutex<IndexMap<Arc<str>, (usize, SocketAddr)>>,
     max_dynamic: usize,
     tcp: Mutex<HashMap<SocketAddr, DeviceWriter>>,
-    udp: OnceLock<Arc<UdpSocket>>,
+    /// The bound UDP socket downlink datagrams leave from; none while it is closed.
+    udp: ArcSwapOption<UdpSocket>,
     replies: Mutex<HashMap<SocketAddr, oneshot::Sender<Bytes>>>,
     /// Fast path for readers: no lock when nobody waits for a device reply.
     waiting_replies: AtomicUsize,
@@ -76,7 +78,7 @@ impl DeviceLinks {
             dynamic: Mutex::default(),
             max_dynamic: max_dynamic.max(1),
             tcp: Mutex::default(),
-            udp: OnceLock::new(),
+            udp: ArcSwapOption::empty(),
             replies: Mutex::default(),
             waiting_replies: AtomicUsize::new(0),
         }
@@ -177,7 +179,12 @@ impl DeviceLinks {
     }
 
     pub fn set_udp(&self, socket: Arc<UdpSocket>) {
-        let _ = self.udp.set(socket);
+        self.udp.store(Some(socket));
+    }
+
+    /// The UDP socket is closed: nothing keeps it open for downlink.
+    pub fn clear_udp(&self) {
+        self.udp.store(None);
     }
 
     /// The peer a device's downlink goes to.
@@ -232,7 +239,10 @@ impl DeviceLinks {
                     .map_err(|_| DownlinkError::WriteTimeout { peer })?
             }
             SocketKind::Udp => {
-                let socket = self.udp.get().ok_or(DownlinkError::NoConnection { peer })?;
+                let socket = self
+                    .udp
+                    .load_full()
+                    .ok_or(DownlinkError::NoConnection { peer })?;
                 socket.send_to(&bytes, peer).await.map(|_| ()).map_err(|e| {
                     DownlinkError::WriteFailed {
                         peer,

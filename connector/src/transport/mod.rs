@@ -5,6 +5,7 @@
 //! the downlink.
 
 pub mod client;
+pub mod device_socket;
 pub mod limits;
 pub mod links;
 pub mod tcp;

@@ -77,8 +77,14 @@ fn read_kernel_drops(socket: &UdpSocket) -> Option<u64> {
 
 /// Receives datagrams until `stop`. A datagram longer than `bufferSize` is truncated, as in
 /// ThingsBoard.
-pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+pub async fn serve(socket: Arc<UdpSocket>, ingest: Ingest, stop: watch::Receiver<bool>) {
     ingest.links.set_udp(socket.clone());
+    receive(socket, &ingest, stop).await;
+    // The socket closes with its last reference; downlink must not hold it open.
+    ingest.links.clear_udp();
+}
+
+async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Receiver<bool>) {
     // The socket section cannot change on reload: framing and read size hold for the run.
     let built = ingest.live.load().built.clone();
     let mut buffer = vec![0u8; built.read_size];
