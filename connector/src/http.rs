@@ -18,7 +18,12 @@ use crate::thingsboard::link::ConnectFailure;
 #[derive(Default)]
 pub struct Health {
     pub listener_bound: AtomicBool,
+    /// ThingsBoard lists the connector as inactive (`active_connectors`): the socket is closed.
+    pub switched_off_in_thingsboard: AtomicBool,
     pub mqtt_connected: AtomicBool,
+    /// When ThingsBoard's UI saved the running configuration (its `ts`); none while it is the
+    /// configuration file's.
+    edited_in_thingsboard_at: Mutex<Option<i64>>,
     queue: OnceLock<mpsc::WeakSender<ConvertedData>>,
     uplink_queue: OnceLock<Arc<Queue>>,
     /// Why the last connection attempt failed, while not connected.
@@ -50,8 +55,20 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `{"thingsboard": {"connected": true}}`, or with the `reason` and `message` of the last
-    /// failed attempt.
+    /// The running configuration is one ThingsBoard's UI saved at `ts` (ms), or, with `None`,
+    /// the configuration file's.
+    pub fn configured_from(&self, edited_in_thingsboard_at: Option<i64>) {
+        *self
+            .edited_in_thingsboard_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = edited_in_thingsboard_at;
+    }
+
+    /// `{"thingsboard": {"connected": true}, "configuration": {"source": "file"},
+    /// "deviceSocket": {"open": true}}`: `thingsboard` with the `reason` and `message` of the
+    /// last failed attempt while not connected; `configuration` `{"source": "thingsboard",
+    /// "savedAtMs": ...}` after an edit in ThingsBoard's UI; `deviceSocket` with `"reason":
+    /// "inactive_in_thingsboard"` while ThingsBoard switches the connector off.
     pub fn status(&self) -> serde_json::Value {
         let connected = self.mqtt_connected.load(Ordering::Relaxed);
         let mut thingsboard = serde_json::json!({ "connected": connected });
@@ -59,7 +76,24 @@ impl Health {
             thingsboard["reason"] = failure.label().into();
             thingsboard["message"] = hint.clone().into();
         }
-        serde_json::json!({ "thingsboard": thingsboard })
+        let edited = *self
+            .edited_in_thingsboard_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let configuration = match edited {
+            Some(ts) => serde_json::json!({"source": "thingsboard", "savedAtMs": ts}),
+            None => serde_json::json!({"source": "file"}),
+        };
+        let mut device_socket =
+            serde_json::json!({ "open": self.listener_bound.load(Ordering::Relaxed) });
+        if self.switched_off_in_thingsboard.load(Ordering::Relaxed) {
+            device_socket["reason"] = "inactive_in_thingsboard".into();
+        }
+        serde_json::json!({
+            "thingsboard": thingsboard,
+            "configuration": configuration,
+            "deviceSocket": device_socket,
+        })
     }
 
     /// `Ok` when ready, else the reason.
@@ -142,13 +176,41 @@ mod tests {
         let health = Health::default();
         health.disconnected(ConnectFailure::BadCredentials, "check the token");
         assert_eq!(
-            health.status(),
-            serde_json::json!({"thingsboard": {"connected": false, "reason": "bad_credentials", "message": "check the token"}})
+            health.status()["thingsboard"],
+            serde_json::json!({"connected": false, "reason": "bad_credentials", "message": "check the token"})
         );
         health.connected();
         assert_eq!(
-            health.status(),
-            serde_json::json!({"thingsboard": {"connected": true}})
+            health.status()["thingsboard"],
+            serde_json::json!({"connected": true})
         );
+    }
+
+    #[test]
+    fn status_says_where_the_configuration_came_from_and_whether_the_socket_is_open() {
+        let health = Health::default();
+        health.listener_bound.store(true, Ordering::Relaxed);
+        let status = health.status();
+        assert_eq!(
+            status["configuration"],
+            serde_json::json!({"source": "file"})
+        );
+        assert_eq!(status["deviceSocket"], serde_json::json!({"open": true}));
+        health.configured_from(Some(1_764_000_000_000));
+        health.listener_bound.store(false, Ordering::Relaxed);
+        health
+            .switched_off_in_thingsboard
+            .store(true, Ordering::Relaxed);
+        let status = health.status();
+        assert_eq!(
+            status["configuration"],
+            serde_json::json!({"source": "thingsboard", "savedAtMs": 1_764_000_000_000_i64})
+        );
+        assert_eq!(
+            status["deviceSocket"],
+            serde_json::json!({"open": false, "reason": "inactive_in_thingsboard"})
+        );
+        health.configured_from(None);
+        assert_eq!(health.status()["configuration"]["source"], "file");
     }
 }

@@ -6,6 +6,7 @@
 //! The payloads are built in `connector_core::thingsboard::remote_config`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use rumqttc::QoS;
@@ -15,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::now_ms;
 use crate::events::ConfigReload;
+use crate::http::Health;
 use crate::reload::{ReloadSummary, Reloader};
 use crate::thingsboard::Publisher;
 use connector_core::downlink::messages::GatewayShared;
@@ -54,6 +56,8 @@ pub struct RemoteConfigurator {
     active_connectors: Value,
     /// Whether `active_connectors` lists this connector: the device socket is open only then.
     active: watch::Sender<bool>,
+    /// `/status` says where the running configuration came from.
+    health: Arc<Health>,
     remote_logging_level: Option<Value>,
     next_request: u64,
 }
@@ -66,6 +70,7 @@ impl RemoteConfigurator {
         qos: QoS,
         reloader: Reloader,
         active: watch::Sender<bool>,
+        health: Arc<Health>,
     ) -> Self {
         let (document, modified) = read_document(&settings.config_file, &reloader);
         let running_ts = settings.config_changed_at_ms.unwrap_or(modified);
@@ -83,6 +88,7 @@ impl RemoteConfigurator {
             reloader,
             active_connectors: json!([&identity.name]),
             active,
+            health,
             identity,
             config_file: settings.config_file.clone(),
             reported,
@@ -115,6 +121,7 @@ impl RemoteConfigurator {
         let (document, _) = read_document(&self.config_file, &self.reloader);
         // Reloaded now (a changed file or SIGHUP): newer than every edit made before.
         self.running_ts = now_ms().max(self.running_ts);
+        self.health.configured_from(None);
         self.reported = connector_report(&self.identity, &document, self.running_ts);
         self.publish(self.reported.clone()).await;
     }
@@ -205,6 +212,7 @@ impl RemoteConfigurator {
         }
         .emit();
         if outcome.is_ok() {
+            self.health.configured_from(Some(edit.ts));
             self.running_ts = edit.ts;
             self.generation = self.reloader.generation();
             self.reported = edit.echo;

@@ -191,7 +191,7 @@ impl Connector {
             direct,
             downlink: downlink_events,
             limits: limits_rx.clone(),
-            health,
+            health: health.clone(),
             stop: stop_rx,
             rotation,
         };
@@ -212,6 +212,7 @@ impl Connector {
                 settings.mqtt.qos,
                 reloader.clone(),
                 active,
+                health,
             )
         });
         let downlink = Downlink::new(

@@ -571,6 +571,13 @@ async fn write_status(
         status::with_config_warnings(&mut conditions, &plan.warnings);
     }
     status::with_thingsboard_link(&mut conditions, links, &old.conditions, generation);
+    status::with_configuration_origin(
+        &mut conditions,
+        build::remote_configuration(sc),
+        links,
+        &old.conditions,
+        generation,
+    );
     status::carry_transition_times(&mut conditions, &old.conditions);
     let new = SocketConnectorStatus {
         observed_generation: generation,

@@ -31,6 +31,7 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "ThingsBoard", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"ThingsBoardConnected\")].reason"}"#,
+    printcolumn = r#"{"name": "Configured", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"ConfiguredInThingsBoard\")].reason"}"#,
     printcolumn = r#"{"name": "Type", "type": "string", "jsonPath": ".spec.connector.socket.type"}"#,
     printcolumn = r#"{"name": "Port", "type": "integer", "jsonPath": ".spec.connector.socket.port"}"#,
     printcolumn = r#"{"name": "Devices", "type": "integer", "jsonPath": ".status.devices"}"#,

@@ -388,7 +388,8 @@ async fn a_socket_connector_runs_on_a_real_node() {
             },
             "thingsboard": {"host": BRIDGE_ADDRESS, "port": tb_port,
                             "accessToken": {"name": "lamps", "key": "gateway-a"},
-                            "additionalAccessTokens": [{"name": "lamps", "key": "gateway-b"}]}
+                            "additionalAccessTokens": [{"name": "lamps", "key": "gateway-b"}],
+                            "remoteConfiguration": true}
         }
     }))
     .unwrap();
@@ -430,6 +431,37 @@ async fn a_socket_connector_runs_on_a_real_node() {
     }
     assert!(replies.contains(&answered), "{replies:?}");
     drop(lamp);
+
+    // With remote configuration on, ThingsBoard's UI switches the connector off and on: the
+    // pods close their device socket and turn unready, and `kubectl get sockconn` says why.
+    let configured = async |status: &str, reason: &str| {
+        let wanted = Some((status.to_owned(), reason.to_owned()));
+        wait_until(&format!("ConfiguredInThingsBoard {reason}"), async || {
+            let sc = connectors.get("lamps").await.ok()?;
+            (ready_condition(&sc, "ConfiguredInThingsBoard") == wanted).then_some(sc)
+        })
+        .await
+    };
+    configured("False", "SpecConnector").await;
+    peer.set_shared("active_connectors", json!([])).await;
+    configured("True", "SwitchedOffInThingsBoard").await;
+    assert!(
+        TcpStream::connect((second_replica.as_str(), 5001)).is_err(),
+        "the device port is closed"
+    );
+    wait_until("lamps not ready while switched off", async || {
+        let sc = connectors.get("lamps").await.ok()?;
+        (ready_condition(&sc, "Ready")?.0 == "False").then_some(())
+    })
+    .await;
+    peer.set_shared("active_connectors", json!(["Lamps"])).await;
+    configured("False", "SpecConnector").await;
+    wait_until("lamps ready again", async || {
+        let sc = connectors.get("lamps").await.ok()?;
+        (ready_condition(&sc, "Ready")? == ("True".to_owned(), "Available".to_owned()))
+            .then_some(())
+    })
+    .await;
     connectors
         .delete("lamps", &DeleteParams::default())
         .await

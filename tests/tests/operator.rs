@@ -286,6 +286,7 @@ async fn operator_on_a_real_api_server() {
             "READY",
             "REASON",
             "THINGSBOARD",
+            "CONFIGURED",
             "TYPE",
             "PORT",
             "DEVICES",

@@ -40,6 +40,11 @@ fn metric(address: SocketAddr, series: &str) -> f64 {
     sample(&get(address, "/metrics").1, series).unwrap_or(0.0)
 }
 
+/// The connector's `GET /status`.
+fn status(address: SocketAddr) -> Value {
+    serde_json::from_str(&get(address, "/status").1).unwrap()
+}
+
 fn metrics_address() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
@@ -135,6 +140,7 @@ async fn a_ui_edit_is_applied_live_and_reported_back_and_a_bad_one_is_refused() 
     assert_eq!(general["active_connectors"], json!([NAME]));
     assert_eq!(general["Version"], "3.8.5");
     let report = next_report(&mut peer).await;
+    assert_eq!(status(metrics)["configuration"], json!({"source": "file"}));
     assert_eq!(report["type"], "socket");
     assert_eq!(report["name"], NAME);
     assert_eq!(report["configuration"], "socket.json");
@@ -162,6 +168,11 @@ async fn a_ui_edit_is_applied_live_and_reported_back_and_a_bad_one_is_refused() 
     );
     assert_eq!(echo["configurationJson"]["logLevel"], "DEBUG");
     connector.wait_for_log("configuration reloaded");
+    // What the operator reads into `ConfiguredInThingsBoard`.
+    assert_eq!(
+        status(metrics)["configuration"],
+        json!({"source": "thingsboard", "savedAtMs": edit["ts"]})
+    );
     // Mosquitto hands the echo back: at DEBUG (applied live) the connector says it ignored it.
     connector.wait_for_log("not newer than the running one");
 
@@ -581,12 +592,16 @@ async fn statistics_start_with_the_connector_by_default_and_can_be_switched_off(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_changed_after_a_ui_edit_wins_and_is_reported() {
-    let (_broker, mut peer, connector) = device_a_connector(&["--remote-configuration"]).await;
+    let metrics = metrics_address();
+    let metrics_arg = metrics.to_string();
+    let (_broker, mut peer, connector) =
+        device_a_connector(&["--remote-configuration", "--metrics-address", &metrics_arg]).await;
     let report = next_report(&mut peer).await;
     let edit = ui_edit(&report, json!([device("UI", "u")]), "INFO");
     peer.set_shared(NAME, edit.clone()).await;
     let echo = next_report(&mut peer).await;
     assert_eq!(echo["ts"], edit["ts"]);
+    assert_eq!(status(metrics)["configuration"]["source"], "thingsboard");
 
     // The file changes afterwards (an operator's ConfigMap update, an edit on disk).
     let file = config(json!([device("File", "f")]));
@@ -601,6 +616,7 @@ async fn a_file_changed_after_a_ui_edit_wins_and_is_reported() {
         "File"
     );
     assert!(reported["ts"].as_i64() > edit["ts"].as_i64(), "{reported}");
+    assert_eq!(status(metrics)["configuration"], json!({"source": "file"}));
     // ThingsBoard hands the older edit out again (a reconnect, a re-save of the same value).
     peer.set_shared(NAME, edit.clone()).await;
     // An applied edit would be echoed within a second (the first test sees it in milliseconds).
@@ -821,6 +837,10 @@ async fn a_connector_listed_as_inactive_closes_its_socket_until_it_is_listed_aga
         TcpStream::connect(("127.0.0.1", port)).is_err()
     });
     assert_eq!(get(metrics, "/readyz").0, 503, "not ready while inactive");
+    assert_eq!(
+        status(metrics)["deviceSocket"],
+        json!({"open": false, "reason": "inactive_in_thingsboard"})
+    );
 
     // ThingsBoard keeps the list: after a restart the answer to the attribute request at start
     // closes the socket again.
@@ -847,4 +867,5 @@ async fn a_connector_listed_as_inactive_closes_its_socket_until_it_is_listed_aga
     assert_eq!(connect["device"], "A");
     assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "2")]);
     assert_eq!(get(metrics, "/readyz").0, 200);
+    assert_eq!(status(metrics)["deviceSocket"], json!({"open": true}));
 }

@@ -133,12 +133,18 @@ pub async fn run(
             return;
         }
         health.listener_bound.store(false, Ordering::Relaxed);
+        health
+            .switched_off_in_thingsboard
+            .store(true, Ordering::Relaxed);
         info!("ThingsBoard lists this connector as inactive: device socket closed");
         tokio::select! {
             () = stopped(&mut stop) => return,
             () = until(&mut active, true) => {}
         }
         socket = rebind(&plan, &mut stop).await;
+        health
+            .switched_off_in_thingsboard
+            .store(false, Ordering::Relaxed);
         info!("ThingsBoard lists this connector as active again: device socket open");
     }
 }

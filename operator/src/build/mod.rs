@@ -8,7 +8,7 @@ mod network_policy;
 mod queue_claim;
 mod service;
 
-pub use config_map::config_map;
+pub use config_map::{config_map, remote_configuration};
 pub use deployment::deployments;
 pub use network_policy::network_policy;
 pub use queue_claim::{queue_claim_name, queue_claims};

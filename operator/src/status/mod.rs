@@ -10,9 +10,11 @@ use crate::crd::SocketConnectorStatus;
 use crate::failure::Failure;
 
 mod kubelet;
+mod remote;
 mod thingsboard;
 
 pub use kubelet::{mount_failure, WaitingPod, FAILED_MOUNT};
+pub use remote::{configuration_condition, with_configuration_origin, CONFIGURED_IN_THINGSBOARD};
 
 pub use thingsboard::{
     thingsboard_condition, with_thingsboard_link, PodLink, THINGSBOARD_CONNECTED,
