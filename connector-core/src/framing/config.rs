@@ -111,23 +111,17 @@ impl FramingConfig {
     ) -> Result<Vec<u8>, (&'static str, String)> {
         let text = value.as_deref().ok_or((
             key,
-            format!("missing: required by type {}", self.kind_name()),
+            // The `type` as written: serde's lowercase names are the variants' names lowercased.
+            format!(
+                "missing: required by type {}",
+                format!("{:?}", self.kind).to_lowercase()
+            ),
         ))?;
         let bytes = parse_bytes(text).map_err(|e| (key, e))?;
         if bytes.is_empty() {
             return Err((key, "must not be empty".to_owned()));
         }
         Ok(bytes)
-    }
-
-    fn kind_name(&self) -> &'static str {
-        match self.kind {
-            FramingKind::Raw => "raw",
-            FramingKind::Delimiter => "delimiter",
-            FramingKind::Fixed => "fixed",
-            FramingKind::Length => "length",
-            FramingKind::Markers => "markers",
-        }
     }
 
     pub fn on_oversize(&self) -> OnOversize {

@@ -91,10 +91,11 @@ fn non_ascii_hex_is_an_error() {
 #[test]
 fn config_errors_name_the_key() {
     assert_eq!(
-        FramerFactory::new(&config(FramingKind::Delimiter))
-            .unwrap_err()
-            .0,
-        "delimiter"
+        FramerFactory::new(&config(FramingKind::Delimiter)).unwrap_err(),
+        (
+            "delimiter",
+            "missing: required by type delimiter".to_owned()
+        )
     );
     assert_eq!(
         FramerFactory::new(&config(FramingKind::Fixed))
@@ -110,7 +111,10 @@ fn config_errors_name_the_key() {
     );
     let mut markers = config(FramingKind::Markers);
     markers.start = Some("0x88".into());
-    assert_eq!(FramerFactory::new(&markers).unwrap_err().0, "end");
+    assert_eq!(
+        FramerFactory::new(&markers).unwrap_err(),
+        ("end", "missing: required by type markers".to_owned())
+    );
     assert!(FramerFactory::new(&config(FramingKind::Raw))
         .unwrap()
         .is_none());
