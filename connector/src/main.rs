@@ -34,6 +34,16 @@ struct Cli {
     /// Overrides the config's `logLevel` (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL, NONE).
     #[arg(long, global = true, env = "LOG_LEVEL", value_parser = parse_log_level)]
     log_level: Option<LogLevel>,
+    /// Threads that serve devices and ThingsBoard (default: the cores the process may use,
+    /// CPU limits included). 1 costs least CPU for fleets of slow devices
+    /// (docs/benchmarks.md#worker-threads); more keep reading while one waits on the disk queue.
+    #[arg(
+        long,
+        global = true,
+        env = "SOCKET_CONNECTOR_WORKER_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    worker_threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,7 +277,15 @@ fn parse_report_strategy(text: &str) -> Result<ReportStrategyConfig, String> {
 /// 70 a core task panicked (the process must be restarted).
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let workers = cli.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        usize::from,
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -76,3 +76,45 @@ fn migrate_rewrites_the_old_format() {
     assert!(!String::from_utf8_lossy(&check.stdout)
         .contains("old socket connector configuration format"));
 }
+
+/// Threads of process `pid` named as tokio names its runtime's threads (workers and blocking).
+fn runtime_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim() == "tokio-rt-worker")
+        .count()
+}
+
+/// `--worker-threads` sets how many threads serve devices and ThingsBoard; 0 is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_threads_are_what_the_flag_says() {
+    let config = serde_json::json!({"name": "Threads",
+        "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
+        "devices": [{"address": "*:*", "deviceName": "D", "telemetry": [{"key": "v"}]}]});
+    for (workers, at_least, at_most) in [("1", 1, 2), ("7", 7, 9)] {
+        let (_broker, mut peer, connector) =
+            e2e_tests::broker_peer_and_connector(&config, &["--worker-threads", workers]).await;
+        let mut device = std::net::TcpStream::connect(connector.local_addr).unwrap();
+        std::io::Write::write_all(&mut device, b"1").unwrap();
+        assert_eq!(
+            peer.telemetry_values(1).await,
+            [e2e_tests::peer::value("D", "v", "1")]
+        );
+        // The workers, and at most two blocking threads (address lookups) still alive.
+        let threads = runtime_threads(connector.pid());
+        assert!(
+            (at_least..=at_most).contains(&threads),
+            "--worker-threads {workers}: {threads} runtime threads"
+        );
+    }
+    let refused = Command::new(binary())
+        .args(["demo", "--worker-threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--worker-threads"),
+        "{refused:?}"
+    );
+}
