@@ -96,6 +96,11 @@ fn deployment(
             args.push(value);
         }
     };
+    let resources = resources(spec.resources.as_ref(), &plan.memory_limit);
+    flag(
+        "worker-threads",
+        worker_threads(&resources).map(|n| n.to_string()),
+    );
     flag("queue-max-bytes", queue.max_bytes.map(|b| b.to_string()));
     flag("queue-full-policy", queue.full_policy.clone());
     flag("queue-fsync", queue.fsync.clone());
@@ -187,7 +192,7 @@ fn deployment(
         ]),
         liveness_probe: Some(probe("/healthz", 10)),
         readiness_probe: Some(probe("/readyz", 5)),
-        resources: Some(resources(spec.resources.as_ref(), &plan.memory_limit)),
+        resources: Some(resources),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -356,6 +361,20 @@ fn credentials(identity: &Identity, plan: &Plan) -> (Vec<String>, Vec<VolumeProj
     (args, sources)
 }
 
+/// Worker threads for what the pod may use: its CPU limit, else its request, rounded up. Without
+/// the flag the connector would start one per core of the node (only a limit lowers that), and
+/// one worker is cheapest for slow devices (docs/benchmarks.md#worker-threads). `None` when the
+/// quantity is not plain cores or millicores.
+fn worker_threads(resources: &ResourceRequirements) -> Option<u32> {
+    let cpu = |list: &Option<BTreeMap<String, Quantity>>| list.as_ref()?.get("cpu").cloned();
+    let Quantity(cpu) = cpu(&resources.limits).or_else(|| cpu(&resources.requests))?;
+    let cores = match cpu.strip_suffix('m') {
+        Some(millis) => millis.parse::<f64>().ok()? / 1000.0,
+        None => cpu.parse::<f64>().ok()?,
+    };
+    (cores.is_finite() && cores > 0.0).then(|| (cores.ceil() as u32).clamp(1, 1024))
+}
+
 /// The spec's resources, with a memory limit the queue fits in when it gives none; requests are a
 /// starting point for small connectors (set `spec.resources` from measured load).
 fn resources(spec: Option<&ResourceRequirements>, memory_limit: &str) -> ResourceRequirements {
@@ -372,4 +391,31 @@ fn resources(spec: Option<&ResourceRequirements>, memory_limit: &str) -> Resourc
         .entry("memory".to_owned())
         .or_insert_with(|| Quantity(memory_limit.to_owned()));
     resources
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_cpu(limit: Option<&str>, request: Option<&str>) -> Option<u32> {
+        let list = |cpu: Option<&str>| {
+            cpu.map(|cpu| BTreeMap::from([("cpu".to_owned(), Quantity(cpu.to_owned()))]))
+        };
+        worker_threads(&ResourceRequirements {
+            limits: list(limit),
+            requests: list(request),
+            ..ResourceRequirements::default()
+        })
+    }
+
+    #[test]
+    fn worker_threads_follow_the_cpu_limit_else_the_request() {
+        assert_eq!(with_cpu(None, Some("50m")), Some(1));
+        assert_eq!(with_cpu(Some("2"), Some("50m")), Some(2));
+        assert_eq!(with_cpu(Some("1500m"), None), Some(2));
+        assert_eq!(with_cpu(None, Some("0.5")), Some(1));
+        assert_eq!(with_cpu(None, Some("2k")), None);
+        assert_eq!(with_cpu(None, None), None);
+        assert_eq!(with_cpu(Some("0"), None), None);
+    }
 }
