@@ -273,6 +273,14 @@ mod tests {
         conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 
+    /// What pod `name` answered on `/status` (`Ok`), or why it did not.
+    pub(super) fn pod(name: &str, answer: Result<&str, &str>) -> PodLink {
+        PodLink {
+            pod: name.to_owned(),
+            answer: answer.map(str::to_owned).map_err(str::to_owned),
+        }
+    }
+
     #[test]
     fn invalid_config_is_not_rolled_out() {
         let observation = Observation::Invalid {

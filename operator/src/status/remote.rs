@@ -115,13 +115,7 @@ pub fn with_configuration_origin(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pod(name: &str, answer: Result<&str, &str>) -> PodLink {
-        PodLink {
-            pod: name.to_owned(),
-            answer: answer.map(str::to_owned).map_err(str::to_owned),
-        }
-    }
+    use crate::status::tests::pod;
 
     const FILE: &str = r#"{"thingsboard":{"connected":true},"configuration":{"source":"file"},"deviceSocket":{"open":true}}"#;
     const EDITED: &str = r#"{"thingsboard":{"connected":true},"configuration":{"source":"thingsboard","savedAtMs":1764000000000},"deviceSocket":{"open":true}}"#;

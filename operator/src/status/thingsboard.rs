@@ -145,14 +145,7 @@ pub fn with_thingsboard_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::tests::{conditions_of_invalid, find};
-
-    fn pod(name: &str, answer: Result<&str, &str>) -> PodLink {
-        PodLink {
-            pod: name.to_owned(),
-            answer: answer.map(str::to_owned).map_err(str::to_owned),
-        }
-    }
+    use crate::status::tests::{conditions_of_invalid, find, pod};
 
     #[test]
     fn thingsboard_connected_says_what_the_pods_report() {
