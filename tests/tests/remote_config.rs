@@ -869,3 +869,30 @@ async fn a_connector_listed_as_inactive_closes_its_socket_until_it_is_listed_aga
     assert_eq!(get(metrics, "/readyz").0, 200);
     assert_eq!(status(metrics)["deviceSocket"], json!({"open": true}));
 }
+
+/// The same switch for a UDP connector: while inactive its port is free (nothing, not even
+/// downlink, holds the socket open); listed again, datagrams are read on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_udp_connector_listed_as_inactive_frees_its_port_until_it_is_listed_again() {
+    let port = free_port();
+    let config = json!({"name": NAME, "socket": {"type": "UDP", "address": "127.0.0.1", "port": port},
+        "devices": [device_at("127.0.0.1:*", "U", "t")]});
+    let (_broker, mut peer, _connector) =
+        e2e_tests::broker_peer_and_connector(&config, &["--remote-configuration"]).await;
+    let device = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    device.send_to(b"1", ("127.0.0.1", port)).unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [value("U", "t", "1")]);
+
+    peer.set_shared("active_connectors", json!([])).await;
+    peer.next_on("v1/gateway/disconnect").await;
+    promptly("the UDP port is free", || {
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    });
+
+    peer.set_shared("active_connectors", json!([NAME])).await;
+    promptly("the UDP port is taken again", || {
+        std::net::UdpSocket::bind(("127.0.0.1", port)).is_err()
+    });
+    device.send_to(b"2", ("127.0.0.1", port)).unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [value("U", "t", "2")]);
+}
