@@ -149,11 +149,14 @@ impl RemoteConfigurator {
         if list == self.active_connectors {
             return;
         }
-        let listed = list.as_array().is_some_and(|names| {
-            names
-                .iter()
-                .any(|n| n.as_str() == Some(&self.identity.name))
-        });
+        let Some(names) = list.as_array() else {
+            // Not what ThingsBoard's UI writes: switching the devices off on it would be a guess.
+            warn!(value = %list, "active_connectors from ThingsBoard is not a list of names; ignored");
+            return;
+        };
+        let listed = names
+            .iter()
+            .any(|n| n.as_str() == Some(&self.identity.name));
         let switched = self.active.send_if_modified(|active| {
             let switched = *active != listed;
             *active = listed;

@@ -808,6 +808,12 @@ async fn a_connector_listed_as_inactive_closes_its_socket_until_it_is_listed_aga
     assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "1")]);
     assert_eq!(get(metrics, "/readyz").0, 200);
 
+    // A value that is not a list of names switches nothing off.
+    peer.set_shared("active_connectors", json!(NAME)).await;
+    connector.wait_for_log("not a list of names");
+    device.write_all(b"1.5").unwrap();
+    assert_eq!(telemetry(&mut peer, 1).await, [value("A", "t", "1.5")]);
+
     peer.set_shared("active_connectors", json!([])).await;
     // The disconnect goes through the queue, the report straight out: in either order.
     let (mut disconnected, mut reported) = (false, false);
