@@ -107,20 +107,16 @@ impl DeviceSocket {
 /// from `plan` when it turns true.
 pub async fn run(
     plan: SocketPlan,
-    socket: DeviceSocket,
+    mut socket: DeviceSocket,
     ingest: Ingest,
     health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
     mut active: watch::Receiver<bool>,
 ) {
-    let mut socket = Some(socket);
     loop {
-        let Some(bound) = socket.take() else {
-            return;
-        };
         health.listener_bound.store(true, Ordering::Relaxed);
         let (close, closed) = watch::channel(false);
-        let serving = bound.serve(ingest.clone(), closed);
+        let serving = socket.serve(ingest.clone(), closed);
         tokio::pin!(serving);
         let stopping = tokio::select! {
             () = &mut serving => return,
@@ -141,7 +137,10 @@ pub async fn run(
             () = stopped(&mut stop) => return,
             () = until(&mut active, true) => {}
         }
-        socket = rebind(&plan, &mut stop).await;
+        let Some(bound) = rebind(&plan, &mut stop).await else {
+            return;
+        };
+        socket = bound;
         health
             .switched_off_in_thingsboard
             .store(false, Ordering::Relaxed);
