@@ -410,8 +410,23 @@ fn check_memory(spec: &SocketConnectorSpec) -> Result<String, SpecError> {
     }
 }
 
-/// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1.5Gi`, `134217728`, `1e9`).
+/// A Kubernetes quantity in bytes (`128Mi`, `1Gi`, `500M`, `1.5Gi`, `134217728`, `1e9`); a
+/// milli quantity (`128m`, a fraction of a byte) is refused.
 pub fn parse_quantity(text: &str) -> Option<u64> {
+    if text.trim().ends_with('m') {
+        return None;
+    }
+    quantity_value(text).map(|value| value as u64)
+}
+
+/// A Kubernetes CPU quantity in cores (`500m`, `2`, `1.5`, `2k`).
+pub fn parse_cpu(text: &str) -> Option<f64> {
+    quantity_value(text)
+}
+
+/// The value of a Kubernetes quantity: a number with a binary (`Ki`…`Ti`) or decimal (`m`, `k`…`T`)
+/// suffix, or an exponent.
+fn quantity_value(text: &str) -> Option<f64> {
     let text = text.trim();
     let split = text
         .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
@@ -419,6 +434,7 @@ pub fn parse_quantity(text: &str) -> Option<u64> {
     let (number, suffix) = text.split_at(split);
     let factor: f64 = match suffix {
         "" => 1.0,
+        "m" => 1e-3,
         "Ki" => 1024.0,
         "Mi" => 1024f64.powi(2),
         "Gi" => 1024f64.powi(3),
@@ -430,7 +446,7 @@ pub fn parse_quantity(text: &str) -> Option<u64> {
         _ => return None,
     };
     let value: f64 = number.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then_some((value * factor) as u64)
+    (value.is_finite() && value >= 0.0).then_some(value * factor)
 }
 
 /// Queue settings, checked by the connector's own parsers, so the operator never renders flags
@@ -780,6 +796,9 @@ mod tests {
         assert_eq!(parse_quantity("134217728"), Some(134_217_728));
         assert_eq!(parse_quantity("1e9"), Some(1_000_000_000));
         assert_eq!(parse_quantity("12Xi"), None);
+        assert_eq!(parse_quantity("128m"), None);
+        assert_eq!(parse_cpu("500m"), Some(0.5));
+        assert_eq!(parse_cpu("2k"), Some(2000.0));
         assert_eq!(parse_quantity("-1Mi"), None);
     }
 }

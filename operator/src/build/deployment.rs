@@ -364,15 +364,12 @@ fn credentials(identity: &Identity, plan: &Plan) -> (Vec<String>, Vec<VolumeProj
 /// Worker threads for what the pod may use: its CPU limit, else its request, rounded up. Without
 /// the flag the connector would start one per core of the node (only a limit lowers that), and
 /// one worker is cheapest for slow devices (docs/benchmarks.md#worker-threads). `None` when the
-/// quantity is not plain cores or millicores.
+/// quantity does not parse or is 0.
 fn worker_threads(resources: &ResourceRequirements) -> Option<u32> {
     let cpu = |list: &Option<BTreeMap<String, Quantity>>| list.as_ref()?.get("cpu").cloned();
     let Quantity(cpu) = cpu(&resources.limits).or_else(|| cpu(&resources.requests))?;
-    let cores = match cpu.strip_suffix('m') {
-        Some(millis) => millis.parse::<f64>().ok()? / 1000.0,
-        None => cpu.parse::<f64>().ok()?,
-    };
-    (cores.is_finite() && cores > 0.0).then(|| (cores.ceil() as u32).clamp(1, 1024))
+    let cores = crate::validate::parse_cpu(&cpu)?;
+    (cores > 0.0).then(|| (cores.ceil() as u32).clamp(1, 1024))
 }
 
 /// The spec's resources, with a memory limit the queue fits in when it gives none; requests are a
@@ -414,7 +411,8 @@ mod tests {
         assert_eq!(with_cpu(Some("2"), Some("50m")), Some(2));
         assert_eq!(with_cpu(Some("1500m"), None), Some(2));
         assert_eq!(with_cpu(None, Some("0.5")), Some(1));
-        assert_eq!(with_cpu(None, Some("2k")), None);
+        assert_eq!(with_cpu(None, Some("2k")), Some(1024));
+        assert_eq!(with_cpu(None, Some("2Xi")), None);
         assert_eq!(with_cpu(None, None), None);
         assert_eq!(with_cpu(Some("0"), None), None);
     }
