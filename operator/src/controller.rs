@@ -6,17 +6,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::core::{DeserializeGuard, DynamicObject, GroupVersionKind};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::core::{DeserializeGuard, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,6 +26,7 @@ use crate::build::{self, Defaults, FIELD_MANAGER};
 use crate::crd::{SocketConnector, SocketConnectorStatus};
 use crate::failure::Failure;
 use crate::metrics::OperatorMetrics;
+use crate::secrets::{self, RunningPod, SecretSeen, SecretsSeen};
 use crate::status::{self, Observation, PodLink, WaitingPod};
 use crate::validate::{validate, Plan};
 
@@ -69,6 +70,8 @@ pub struct Context {
     pub metrics: Arc<OperatorMetrics>,
     /// How often running pods are asked for `/status` ([`POD_STATUS_INTERVAL`]).
     pub pod_status_interval: Duration,
+    /// With `--watch-secrets`: what the Secret watches have seen ([`secrets`]).
+    pub secrets: Option<SecretIndex>,
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<SocketConnector>>, u32>>,
 }
 
@@ -89,14 +92,66 @@ impl Context {
             defaults,
             metrics,
             pod_status_interval: POD_STATUS_INTERVAL,
+            secrets: None,
             failures: Mutex::default(),
         }
+    }
+
+    /// Watch the metadata of the Secrets connector pods mount ([`secrets`]).
+    pub fn with_secret_watch(mut self) -> Self {
+        self.secrets = Some(SecretIndex::default());
+        self
     }
 
     pub fn with_pod_status_interval(mut self, interval: Duration) -> Self {
         self.pod_status_interval = interval;
         self
     }
+}
+
+/// The Secret metadata each controller's watch has seen (one per watched namespace, or one for
+/// all).
+#[derive(Default)]
+pub struct SecretIndex {
+    stores: Mutex<Vec<Store<PartialObjectMeta<Secret>>>>,
+}
+
+impl SecretIndex {
+    /// The Secrets among `names` that exist in `namespace`; None until every watch has listed
+    /// (before that a Secret not seen may yet exist). Not waited for: the first list triggers a
+    /// reconcile of each connector that mounts a listed Secret.
+    fn seen(&self, namespace: &str, names: &BTreeSet<String>) -> Option<SecretsSeen> {
+        let stores = lock(&self.stores).clone();
+        for store in &stores {
+            store.wait_until_ready().now_or_never()?.ok()?;
+        }
+        let seen = names.iter().filter_map(|name| {
+            let key = ObjectRef::new(name).within(namespace);
+            let secret = stores.iter().find_map(|store| store.get(&key))?;
+            Some((name.clone(), SecretSeen::from_meta(&secret.metadata)))
+        });
+        Some(seen.collect())
+    }
+}
+
+/// The SocketConnectors whose pods mount `secret`.
+fn connectors_mounting(
+    connectors: &Store<DeserializeGuard<SocketConnector>>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<DeserializeGuard<SocketConnector>>> {
+    let name = secret.name_any();
+    connectors
+        .state()
+        .iter()
+        .filter(|guarded| guarded.namespace() == secret.namespace())
+        .filter(|guarded| {
+            guarded
+                .0
+                .as_ref()
+                .is_ok_and(|sc| secrets::names(&sc.spec).contains(&name))
+        })
+        .map(|guarded| ObjectRef::from_obj(guarded.as_ref()))
+        .collect()
 }
 
 /// Runs one controller per namespace in `namespaces` (one over all namespaces when empty).
@@ -119,32 +174,49 @@ pub async fn run_all(context: Arc<Context>, namespaces: Vec<String>) {
 /// Runs the controller over `namespace` (all namespaces when None) until the stream ends.
 pub async fn run(context: Arc<Context>, namespace: Option<String>) {
     let client = context.client.clone();
-    let (connectors, deployments, config_maps, services, network_policies) = match &namespace {
-        Some(ns) => (
-            Api::<DeserializeGuard<SocketConnector>>::namespaced(client.clone(), ns),
-            Api::<Deployment>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
-            Api::<Service>::namespaced(client.clone(), ns),
-            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
+    let (connectors, deployments, config_maps, services, network_policies, secrets) =
+        match &namespace {
+            Some(ns) => (
+                Api::<DeserializeGuard<SocketConnector>>::namespaced(client.clone(), ns),
+                Api::<Deployment>::namespaced(client.clone(), ns),
+                Api::<ConfigMap>::namespaced(client.clone(), ns),
+                Api::<Service>::namespaced(client.clone(), ns),
+                Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+                Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     let owned =
         watcher::Config::default().labels(&format!("{}={FIELD_MANAGER}", build::MANAGED_BY_LABEL));
-    Controller::new(connectors, watcher::Config::default())
+    let mut controller = Controller::new(connectors, watcher::Config::default())
         .with_config(
             kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
         )
         .owns(deployments, owned.clone())
         .owns(config_maps, owned.clone())
         .owns(services, owned.clone())
-        .owns(network_policies, owned)
+        .owns(network_policies, owned);
+    if let Some(index) = &context.secrets {
+        let (store, writer) = reflector::store();
+        lock(&index.stores).push(store);
+        // Metadata only: the Secrets' data never reaches the operator.
+        let changes = watcher(secrets, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+        let connectors = controller.store();
+        controller = controller.watches_stream(changes, move |secret| {
+            connectors_mounting(&connectors, &secret)
+        });
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -322,6 +394,7 @@ async fn observe_pods(
         .await?;
     let port = u16::try_from(plan.metrics_port).unwrap_or_default();
     let mut running: Vec<(String, std::net::IpAddr)> = Vec::new();
+    let mut running_pods: Vec<RunningPod> = Vec::new();
     let mut waiting: Vec<WaitingPod> = Vec::new();
     for pod in listed
         .into_iter()
@@ -335,6 +408,11 @@ async fn observe_pods(
                 if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
                     running.push((pod.name_any(), ip));
                 }
+                running_pods.push(RunningPod {
+                    name: pod.name_any(),
+                    created: pod.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    versions: pod.annotations().get(secrets::VERSIONS_ANNOTATION).cloned(),
+                });
             }
             Some("Pending") => waiting.push(WaitingPod {
                 name: pod.name_any(),
@@ -344,16 +422,22 @@ async fn observe_pods(
         }
     }
     running.sort();
-    let mount_failure = if waiting.is_empty() {
-        None
+    let events = if waiting.is_empty() {
+        Vec::new()
     } else {
         let events: Api<CoreEvent> = Api::namespaced(context.client.clone(), &namespace);
         let failed_mounts = ListParams::default().fields(&format!(
             "involvedObject.kind=Pod,reason={}",
             status::FAILED_MOUNT
         ));
-        status::mount_failure(&waiting, &events.list(&failed_mounts).await?.items)
+        events.list(&failed_mounts).await?.items
     };
+    if let Some(index) = &context.secrets {
+        let restarted =
+            act_on_secrets(sc, context, index, &pods, &running_pods, &waiting, &events).await;
+        waiting.retain(|pod| !restarted.contains(&pod.uid));
+    }
+    let mount_failure = status::mount_failure(&waiting, &events);
     let namespace = &namespace;
     let asked = running.into_iter().map(|(pod, ip)| async move {
         let address = std::net::SocketAddr::new(ip, port);
@@ -367,6 +451,86 @@ async fn observe_pods(
         links: futures::future::join_all(asked).await,
         mount_failure,
     })
+}
+
+/// With the Secret watch: tells the kubelet of rotated Secrets by annotating running pods, and
+/// deletes pods that wait for a Secret written since ([`secrets`]). Returns the uids of the pods
+/// deleted. A refused write is logged and retried next round; it fails no reconcile.
+async fn act_on_secrets(
+    sc: &SocketConnector,
+    context: &Context,
+    index: &SecretIndex,
+    pods: &Api<Pod>,
+    running: &[RunningPod],
+    waiting: &[WaitingPod],
+    events: &[CoreEvent],
+) -> BTreeSet<String> {
+    let mut restarted = BTreeSet::new();
+    let namespace = sc.namespace().unwrap_or_default();
+    let names = secrets::names(&sc.spec);
+    if names.is_empty() {
+        return restarted;
+    }
+    let Some(seen) = index.seen(&namespace, &names) else {
+        warn!(%namespace, "the Secret watch has not listed (yet; it needs list and watch on Secrets): Secrets not acted on this round");
+        return restarted;
+    };
+    let versions = secrets::versions(&seen);
+    let mut notes = Vec::new();
+    for pod in secrets::pods_to_refresh(running, &seen) {
+        let patch = json!({"metadata": {"annotations": {secrets::VERSIONS_ANNOTATION: versions}}});
+        match pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                info!(%namespace, %pod, %versions, "kubelet told of rotated Secrets");
+                notes.push((
+                    "SecretsRotated",
+                    format!("pod {pod}: its volumes are refreshed with Secrets {versions}"),
+                ));
+            }
+            Err(error) => {
+                warn!(%namespace, %pod, %error, "pod not annotated for its rotated Secrets")
+            }
+        }
+    }
+    for pod in secrets::pods_to_restart(waiting, events, &names, &seen) {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(pod.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&pod.name, &params).await {
+            Ok(_) => {
+                info!(%namespace, pod = %pod.name, "deleted a pod waiting for a Secret that now exists");
+                restarted.insert(pod.uid.clone());
+                notes.push((
+                    "PodRestarted",
+                    format!(
+                        "pod {} waited for a Secret written since; a new pod mounts it now",
+                        pod.name
+                    ),
+                ));
+            }
+            Err(error) => warn!(%namespace, pod = %pod.name, %error, "waiting pod not deleted"),
+        }
+    }
+    for (reason, note) in notes {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "WatchSecrets".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = context.recorder.publish(&event, &sc.object_ref(&())).await {
+            warn!(%error, "event not published");
+        }
+    }
+    restarted
 }
 
 /// A resource that does not deserialize: say so on the object, not in a crash loop.

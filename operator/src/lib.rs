@@ -3,7 +3,8 @@
 //!
 //! Pipeline: read → [`validate`] (pure) → [`build`] (pure) → apply (server-side apply)
 //! → delete orphans → status ([`status`], pure conditions from the Deployments, the pods' `/status`
-//! and the kubelet's Events). [`controller`] holds the IO. The operator never reads Secrets.
+//! and the kubelet's Events). [`controller`] holds the IO. The operator reads no Secret data; with
+//! `--watch-secrets` it watches their metadata ([`secrets`]).
 
 pub mod build;
 pub mod controller;
@@ -13,5 +14,6 @@ pub mod failure;
 pub mod fixtures;
 pub mod leader;
 pub mod metrics;
+pub mod secrets;
 pub mod status;
 pub mod validate;

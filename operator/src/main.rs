@@ -52,6 +52,10 @@ struct RunArgs {
     /// ThingsBoardConnected condition follows within it.
     #[arg(long, env = "POD_STATUS_INTERVAL_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pod_status_interval_seconds: u64,
+    /// Watch the metadata of the Secrets connector pods mount, to act on a new or rotated Secret
+    /// within seconds (needs list and watch on Secrets, patch and delete on pods).
+    #[arg(long, env = "WATCH_SECRETS")]
+    watch_secrets: bool,
     /// Log format: human or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "human")]
     log_format: String,
@@ -111,12 +115,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(image) = args.connector_image {
         defaults.image = image;
     }
-    let context = Arc::new(
-        Context::new(client.clone(), defaults, metrics.clone(), identity.clone())
-            .with_pod_status_interval(std::time::Duration::from_secs(
-                args.pod_status_interval_seconds,
-            )),
-    );
+    let mut context = Context::new(client.clone(), defaults, metrics.clone(), identity.clone())
+        .with_pod_status_interval(std::time::Duration::from_secs(
+            args.pod_status_interval_seconds,
+        ));
+    if args.watch_secrets {
+        context = context.with_secret_watch();
+    }
+    let context = Arc::new(context);
 
     if !args.leader_election {
         metrics.started.store(true, Ordering::Relaxed);

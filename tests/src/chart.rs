@@ -28,9 +28,21 @@ pub fn helm(args: &[&str]) -> Output {
 /// `helm install sco <chart> --namespace operator-system` into the cluster of `kubeconfig`, with
 /// these extra arguments; panics with helm's output if it fails.
 pub fn install(kubeconfig: &Path, extra: &[&str]) {
+    release("install", kubeconfig, extra);
+}
+
+/// `helm upgrade sco <chart> --namespace operator-system --reuse-values` with these extra
+/// arguments.
+pub fn upgrade(kubeconfig: &Path, extra: &[&str]) {
+    let mut args = vec!["--reuse-values"];
+    args.extend_from_slice(extra);
+    release("upgrade", kubeconfig, &args);
+}
+
+fn release(command: &str, kubeconfig: &Path, extra: &[&str]) {
     let chart = chart();
     let mut args = vec![
-        "install",
+        command,
         "sco",
         chart.to_str().unwrap(),
         "--namespace",
@@ -39,7 +51,7 @@ pub fn install(kubeconfig: &Path, extra: &[&str]) {
         kubeconfig.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    crate::ok(&helm(&args), "helm install");
+    crate::ok(&helm(&args), &format!("helm {command}"));
 }
 
 /// `helm template sco <chart> --namespace operator-system` with these values files and arguments.

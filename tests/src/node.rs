@@ -160,6 +160,9 @@ impl Node {
 
         let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "node.kubeconfig");
         let kubelet_config = dir.path().join("kubelet.yaml");
+        // syncFrequency longer than any wait of the tests: a Secret rotated in the API reaches a
+        // running pod's volume only when something makes the kubelet sync that pod (the
+        // operator's annotation with watchSecrets), not by the periodic sync.
         std::fs::write(
             &kubelet_config,
             format!(
@@ -170,7 +173,7 @@ impl Node {
                  authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}\n\
                  authorization: {{mode: AlwaysAllow}}\nenforceNodeAllocatable: []\n\
                  localStorageCapacityIsolation: false\nmakeIPTablesUtilChains: false\n\
-                 resolvConf: /etc/resolv.conf\nsyncFrequency: 5s\nnodeStatusUpdateFrequency: 2s\n\
+                 resolvConf: /etc/resolv.conf\nsyncFrequency: 10m\nnodeStatusUpdateFrequency: 2s\n\
                  podLogsDir: {logs}\n",
                 socket = socket.display(),
                 logs = dir.path().join("pod-logs").display(),

@@ -7,14 +7,16 @@
 //! scheduled, started and made ready by its real probes; a device delivers through it to
 //! Mosquitto, by its pod IP and through its Service (kube-proxy); a pod deleted while ThingsBoard
 //! is down comes back with its queue on its PersistentVolumeClaim (a hostPath volume) and
-//! delivers it; deleting the SocketConnector removes every child through the garbage collector;
-//! the shipped examples, applied with kubectl, become Ready.
+//! delivers it; with `watchSecrets` (a chart upgrade) a rotated token reaches the running pod
+//! within seconds and without a restart, and a pod waiting for a Secret is replaced once it
+//! exists; deleting the SocketConnector removes every child through the garbage collector; the
+//! shipped examples, applied with kubectl, become Ready.
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use e2e_tests::chart::install;
+use e2e_tests::chart::{install, upgrade};
 use e2e_tests::control_plane::ControlPlane;
 use e2e_tests::http::{get, sample};
 use e2e_tests::image::archive;
@@ -22,11 +24,12 @@ use e2e_tests::node::{Node, BRIDGE_ADDRESS};
 use e2e_tests::peer::value;
 use e2e_tests::{free_port, ok, Mosquitto, ThingsBoardPeer};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, Node as KubeNode, PersistentVolume, Pod, Secret, Service,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use socket_connector_operator::build::Defaults;
@@ -35,13 +38,21 @@ use socket_connector_operator::crd::SocketConnector;
 /// Pulling nothing, but starting sandboxes and containers on 2 busy cores takes a while.
 const WAIT: Duration = Duration::from_secs(120);
 
-async fn wait_until<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
+async fn wait_until<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_within(WAIT, what, check).await
+}
+
+async fn wait_within<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(found) = check().await {
             return found;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -133,21 +144,36 @@ async fn install_operator(plane: &ControlPlane, client: &Client) {
     restricted_namespace(client, "operator-system").await;
     let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
     install(&kubeconfig, &[]);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "operator-system");
+    operator_leading(client, "").await;
+}
+
+/// Waits until the operator pod whose arguments include `flag` (any, with "") is ready and holds
+/// the leader Lease: after an upgrade, the new pod is the one reconciling.
+async fn operator_leading(client: &Client, flag: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "operator-system");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "operator-system");
     let deadline = Instant::now() + WAIT;
     loop {
-        let ready = deployments
-            .get_opt("sco-socket-connector-operator")
+        let ready = ready_pods(&pods, "app.kubernetes.io/name=socket-connector-operator").await;
+        let holder = leases
+            .get_opt("socket-connector-operator")
             .await
             .ok()
             .flatten()
-            .and_then(|d| d.status)
-            .is_some_and(|status| status.ready_replicas == Some(1));
-        if ready {
-            break;
+            .and_then(|lease| lease.spec?.holder_identity);
+        let leading = ready.iter().find(|(name, _)| Some(name) == holder.as_ref());
+        let flagged = match leading {
+            Some((name, _)) => pods.get(name).await.ok().is_some_and(|pod| {
+                let container = pod.spec.and_then(|spec| spec.containers.into_iter().next());
+                let args = container.and_then(|c| c.args).unwrap_or_default();
+                args.iter().any(|arg| arg.contains(flag))
+            }),
+            None => false,
+        };
+        if flagged {
+            return;
         }
         if Instant::now() > deadline {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), "operator-system");
             let events: Api<k8s_openapi::api::core::v1::Event> =
                 Api::namespaced(client.clone(), "operator-system");
             let pods = serde_json::to_string(&pods.list(&ListParams::default()).await.ok())
@@ -157,7 +183,7 @@ async fn install_operator(plane: &ControlPlane, client: &Client) {
                 .await
                 .map(|list| list.items.into_iter().filter_map(|e| e.message).collect())
                 .unwrap_or_default();
-            panic!("the operator pod is not ready within {WAIT:?}: {pods}\n{events:#?}");
+            panic!("no operator pod {flag} ready and leading within {WAIT:?}: {pods}\n{events:#?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -212,7 +238,19 @@ async fn a_socket_connector_runs_on_a_real_node() {
 
     // ThingsBoard's MQTT endpoint on the bridge address, where pods reach the node.
     let tb_port = free_port();
-    let mut broker = Mosquitto::start_with(&[&format!("listener {tb_port} {BRIDGE_ADDRESS}")]);
+    // Its log names the username (the access token) of each connection.
+    // (Mosquitto writes it after dropping root for its own user.)
+    let broker_log = tempfile::NamedTempFile::new().unwrap();
+    std::fs::set_permissions(
+        broker_log.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let mut broker = Mosquitto::start_with(&[
+        &format!("listener {tb_port} {BRIDGE_ADDRESS}"),
+        &format!("log_dest file {}", broker_log.path().display()),
+        "log_type notice",
+    ]);
     let mut peer = ThingsBoardPeer::connect(broker.port()).await;
 
     // Queues on hostPath volumes of a local class without a provisioner, the cluster's default
@@ -326,7 +364,7 @@ async fn a_socket_connector_runs_on_a_real_node() {
     pods.delete(&first_pod, &DeleteParams::default())
         .await
         .unwrap();
-    let (_, second_ip) = wait_until("a replacement pod", async || {
+    let (second_pod, second_ip) = wait_until("a replacement pod", async || {
         ready_pods(&pods, LINE_1)
             .await
             .into_iter()
@@ -467,6 +505,125 @@ async fn a_socket_connector_runs_on_a_real_node() {
         .await
         .unwrap();
 
+    // With `watchSecrets` (a chart upgrade) the operator watches the Secrets' metadata. A rotated
+    // token reaches the running pod within seconds, without a restart: the operator annotates
+    // the pod, and the kubelet (whose periodic sync here is 10 minutes) refreshes its volume.
+    let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
+    upgrade(&kubeconfig, &["--set", "watchSecrets=true"]);
+    operator_leading(&client, "--watch-secrets").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let connected_as = |token: &str| {
+        let log = std::fs::read_to_string(broker_log.path()).unwrap_or_default();
+        log.contains(&format!("u'{token}'"))
+    };
+    assert!(connected_as("gateway-token") && !connected_as("gateway-token-2"));
+    let restarts = async || {
+        let pod = pods.get(&second_pod).await.unwrap();
+        let statuses = pod.status.and_then(|s| s.container_statuses).unwrap();
+        statuses[0].restart_count
+    };
+    let restarts_before = restarts().await;
+    let rotation = json!({"stringData": {"token": "gateway-token-2"}});
+    secrets
+        .patch("gateway", &PatchParams::default(), &Patch::Merge(&rotation))
+        .await
+        .unwrap();
+    wait_within(
+        Duration::from_secs(30),
+        "the connector reconnecting with the rotated token",
+        async || connected_as("gateway-token-2").then_some(()),
+    )
+    .await;
+    let pod = pods.get(&second_pod).await.unwrap();
+    let told = pod.annotations().get("tbsc.io/secret-versions").cloned();
+    assert!(
+        told.is_some_and(|v| v.starts_with("gateway=")),
+        "{:?}",
+        pod.metadata.annotations
+    );
+    assert_eq!(
+        restarts().await,
+        restarts_before,
+        "rotated without a restart"
+    );
+    deliver(&second_ip, &mut peer, "22.9").await;
+
+    // A SocketConnector whose Secret comes later: the pod that waits for it is replaced as soon
+    // as it exists, not when the kubelet's mount retry (backing off) comes round.
+    let late: SocketConnector = serde_json::from_value(json!({
+        "apiVersion": "tbsc.io/v1alpha1", "kind": "SocketConnector",
+        "metadata": {"name": "late"},
+        "spec": {
+            "connector": {
+                "name": "Late",
+                "socket": {"type": "TCP", "address": "0.0.0.0", "port": 5002},
+                "devices": [{"address": "*:*", "deviceName": "Late device",
+                             "telemetry": [{"key": "v", "byteFrom": 0, "byteTo": -1}]}]
+            },
+            "thingsboard": {"host": BRIDGE_ADDRESS, "port": tb_port,
+                            "accessToken": {"name": "late", "key": "token"}}
+        }
+    }))
+    .unwrap();
+    connectors
+        .create(&PostParams::default(), &late)
+        .await
+        .unwrap();
+    let waiting = wait_until("late: Ready=False SecretMissing", async || {
+        let sc = connectors.get("late").await.ok()?;
+        let ready = sc
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "SecretMissing")?;
+        let pod = ready.message.strip_prefix("pod ")?.split_once(':')?.0;
+        Some(pod.to_owned())
+    })
+    .await;
+    // Four failed mounts: the kubelet's next retry is 8 s or more away, far beyond the operator's
+    // reaction, so the replacement is the operator's doing.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    wait_until("the kubelet backing off the mount", async || {
+        let failed = events
+            .list(
+                &ListParams::default()
+                    .fields(&format!("involvedObject.name={waiting},reason=FailedMount")),
+            )
+            .await
+            .ok()?;
+        (failed.items.iter().filter_map(|e| e.count).sum::<i32>() >= 4).then_some(())
+    })
+    .await;
+    create_secret(&client, ns, "late", json!({"token": "late-token"})).await;
+    let (started, _) = wait_until("late: a ready pod", async || {
+        ready_pods(&pods, "app.kubernetes.io/instance=late")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_ne!(started, waiting, "the waiting pod was replaced");
+    let restarted = events
+        .list(&ListParams::default().fields("involvedObject.name=late,reason=PodRestarted"))
+        .await
+        .unwrap();
+    assert!(
+        restarted
+            .items
+            .iter()
+            .any(|e| e.message.as_deref().is_some_and(|m| m.contains(&waiting))),
+        "{:?}",
+        restarted.items
+    );
+    wait_until("late: connected with its token", async || {
+        connected_as("late-token").then_some(())
+    })
+    .await;
+    connectors
+        .delete("late", &DeleteParams::default())
+        .await
+        .unwrap();
+
     // Deleting the SocketConnector removes every child through the garbage collector.
     connectors
         .delete("line-1", &DeleteParams::default())
@@ -504,7 +661,6 @@ async fn a_socket_connector_runs_on_a_real_node() {
         json!({"gateway-a": "b", "gateway-b": "c"}),
     )
     .await;
-    let kubeconfig = plane.kubeconfig_file(&plane.kubeconfig_yaml(), "admin.kubeconfig");
     for example in ["tcp-string-device.yaml", "udp-binary-device.yaml"] {
         let path = e2e_tests::chart::root()
             .join("examples/kubernetes")

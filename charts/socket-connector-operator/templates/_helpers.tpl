@@ -56,12 +56,24 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [persistentvolumeclaims]
   verbs: [get, create, patch]
 # Connector pods are listed to ask each one for its ThingsBoard link (GET /status on its
-# metrics port); they are never changed.
+# metrics port); they are not changed unless watchSecrets is on.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list]
+{{- if .Values.watchSecrets }}
+# watchSecrets: the metadata of Secrets the pods mount is watched; a pod waiting for a Secret
+# written since is deleted (its ReplicaSet starts a new one), a running pod is annotated so that
+# the kubelet refreshes its Secret volumes.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [patch, delete]
+{{- else }}
 # No access to Secrets at all: a Secret the pods need and that is missing is reported by the
 # kubelet, as a FailedMount Event on the pod, and read from there.
+{{- end }}
 - apiGroups: [""]
   resources: [events]
   verbs: [list]
