@@ -27,4 +27,7 @@ COPY --from=build /rootfs /
 USER 65532:65532
 WORKDIR /home/nonroot
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+# The static binary allocates with mimalloc; committed lazily and returned at once, its memory
+# stays at musl's (docs/benchmarks.md#the-images-allocator).
+ENV MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0
 ENTRYPOINT ["socket-connector"]

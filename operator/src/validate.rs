@@ -161,8 +161,8 @@ pub struct Plan {
 }
 
 /// What the connector needs besides its queue: the runtime, the MQTT client, buffers and a few
-/// thousand device connections (a full 64 MiB memory queue peaked at 87 MiB RSS:
-/// docs/reliability.md).
+/// thousand device connections (a full 64 MiB memory queue peaked at 94 MiB RSS with the
+/// image's binary: docs/reliability.md).
 const BASE_MEMORY: u64 = 48 << 20;
 /// What a disk queue holds in memory: a 4 MiB cache of recent payloads and fjall's caches
 /// (replaying a 1 GiB queue peaked at 25 MiB RSS).

@@ -74,6 +74,7 @@ archive="$out/socket-connector-$version-$arch.oci.tar"
     --user 65532:65532 \
     --workingdir /home/nonroot \
     --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    --env MIMALLOC_ARENA_EAGER_COMMIT=0 --env MIMALLOC_PURGE_DELAY=0 \
     --entrypoint '["socket-connector"]' --cmd '[]' \
     --label org.opencontainers.image.title=socket-connector \
     --label org.opencontainers.image.version="$version" \

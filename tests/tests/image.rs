@@ -69,6 +69,22 @@ fn check_image(image: &OciImage, arch: &str, machine: u16) {
     assert_eq!(config["os"], "linux");
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["config"]["Entrypoint"], json!(["socket-connector"]));
+    // mimalloc, lean: its memory stays at musl's (docs/benchmarks.md#the-images-allocator).
+    let env = config["config"]["Env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for lean in ["MIMALLOC_ARENA_EAGER_COMMIT=0", "MIMALLOC_PURGE_DELAY=0"] {
+        assert!(
+            env.contains(&json!(lean)),
+            "{arch} image env lacks {lean}: {env:?}"
+        );
+    }
+    let binary = std::fs::read(image.rootfs.join("usr/local/bin/socket-connector")).unwrap();
+    assert!(
+        binary.windows(b"mimalloc".len()).any(|w| w == b"mimalloc"),
+        "the {arch} connector does not allocate with mimalloc"
+    );
     let mut files: Vec<String> = image
         .paths
         .iter()
@@ -123,6 +139,8 @@ fn image_holds_the_static_workspace_binaries_and_runs_as_non_root() {
         "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin",
         "/etc/ssl/certs/ca-certificates.crt",
         "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+        "MIMALLOC_ARENA_EAGER_COMMIT=0",
+        "MIMALLOC_PURGE_DELAY=0",
     ] {
         assert!(dockerfile.contains(same), "Dockerfile lacks {same}");
         assert!(build_script.contains(same), "build.sh lacks {same}");
