@@ -57,6 +57,21 @@ async fn wait_within<T>(
     }
 }
 
+/// Waits for `name`'s `Ready=False SecretMissing` and returns its message (the kubelet's words,
+/// naming the waiting pod).
+async fn secret_missing(connectors: &Api<SocketConnector>, name: &str) -> String {
+    wait_until(&format!("{name}: Ready=False SecretMissing"), async || {
+        let sc = connectors.get(name).await.ok()?;
+        let ready = sc
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "SecretMissing")?;
+        Some(ready.message)
+    })
+    .await
+}
+
 /// The connector's Running and Ready pods: (name, IP).
 /// The label selector of line-1's pods.
 const LINE_1: &str = "app.kubernetes.io/instance=line-1";
@@ -292,16 +307,7 @@ async fn a_socket_connector_runs_on_a_real_node() {
         .create(&PostParams::default(), &connector)
         .await
         .expect("create the SocketConnector");
-    let waiting = wait_until("Ready=False SecretMissing", async || {
-        let sc = connectors.get("line-1").await.ok()?;
-        let ready = sc
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready" && c.reason == "SecretMissing")?;
-        Some(ready.message)
-    })
-    .await;
+    let waiting = secret_missing(&connectors, "line-1").await;
     assert!(
         waiting.contains("line-1-0-") && waiting.contains("\"gateway\""),
         "{waiting}"
@@ -569,17 +575,12 @@ async fn a_socket_connector_runs_on_a_real_node() {
         .create(&PostParams::default(), &late)
         .await
         .unwrap();
-    let waiting = wait_until("late: Ready=False SecretMissing", async || {
-        let sc = connectors.get("late").await.ok()?;
-        let ready = sc
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready" && c.reason == "SecretMissing")?;
-        let pod = ready.message.strip_prefix("pod ")?.split_once(':')?.0;
-        Some(pod.to_owned())
-    })
-    .await;
+    let message = secret_missing(&connectors, "late").await;
+    let waiting = message
+        .strip_prefix("pod ")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(pod, _)| pod.to_owned())
+        .unwrap_or_else(|| panic!("no pod named in {message}"));
     // Four failed mounts: the kubelet's next retry is 8 s or more away, far beyond the operator's
     // reaction, so the replacement is the operator's doing.
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
