@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::SocketConnectorSpec;
-use crate::status::{WaitingPod, FAILED_MOUNT};
+use crate::status::{event_time, WaitingPod, FAILED_MOUNT};
 
 /// Annotation on a running connector pod: the Secrets' versions its volumes were last told of.
 pub const VERSIONS_ANNOTATION: &str = "tbsc.io/secret-versions";
@@ -172,13 +172,10 @@ fn latest_failed_mount<'a>(uid: &str, events: &'a [Event]) -> Option<(Timestamp,
         .filter(|event| event.reason.as_deref() == Some(FAILED_MOUNT))
         .filter(|event| event.involved_object.uid.as_deref() == Some(uid))
         .filter_map(|event| {
-            let when = event
-                .last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or(event.event_time.as_ref().map(|t| t.0))
-                .or(event.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
-            Some((when, event.message.as_deref().unwrap_or_default()))
+            Some((
+                event_time(event)?,
+                event.message.as_deref().unwrap_or_default(),
+            ))
         })
         .max_by_key(|(when, _)| *when)
 }

@@ -3,6 +3,7 @@
 //! is reported by the kubelet, as a `FailedMount` Event on the pod, and read from there.
 
 use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::failure::Failure;
 
@@ -16,6 +17,17 @@ pub struct WaitingPod {
     pub uid: String,
 }
 
+/// When an Event last happened: its last timestamp (the kubelet's aggregated Events), else its
+/// event time, else its creation.
+pub fn event_time(event: &Event) -> Option<Timestamp> {
+    event
+        .last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or(event.event_time.as_ref().map(|t| t.0))
+        .or(event.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
 /// The kubelet's latest `FailedMount` about one of `waiting`, as the failure it is and a message
 /// naming the pod: `SecretMissing` when a Secret, ConfigMap or key is missing (the message names
 /// it), `VolumeMountFailed` for any other volume (a claim, a host path).
@@ -26,13 +38,11 @@ pub fn mount_failure(waiting: &[WaitingPod], events: &[Event]) -> Option<(Failur
         .filter_map(|event| {
             let uid = event.involved_object.uid.as_deref()?;
             let pod = waiting.iter().find(|pod| pod.uid == uid)?;
-            let when = event
-                .last_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .or(event.event_time.as_ref().map(|t| t.0))
-                .or(event.metadata.creation_timestamp.as_ref().map(|t| t.0));
-            Some((when, pod, event.message.as_deref().unwrap_or_default()))
+            Some((
+                event_time(event),
+                pod,
+                event.message.as_deref().unwrap_or_default(),
+            ))
         })
         .max_by_key(|(when, _, _)| *when)?;
     let (_, pod, message) = latest;
@@ -61,7 +71,6 @@ pub fn mount_failure(waiting: &[WaitingPod], events: &[Event]) -> Option<(Failur
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    use k8s_openapi::jiff::Timestamp;
 
     fn event(uid: &str, reason: &str, second: i64, message: &str) -> Event {
         serde_json::from_value(serde_json::json!({

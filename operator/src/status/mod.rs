@@ -13,7 +13,7 @@ mod kubelet;
 mod remote;
 mod thingsboard;
 
-pub use kubelet::{mount_failure, WaitingPod, FAILED_MOUNT};
+pub use kubelet::{event_time, mount_failure, WaitingPod, FAILED_MOUNT};
 pub use remote::{configuration_condition, with_configuration_origin, CONFIGURED_IN_THINGSBOARD};
 
 pub use thingsboard::{
