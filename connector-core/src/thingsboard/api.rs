@@ -9,7 +9,7 @@ use std::sync::Arc;
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 
-use crate::convert::{ConvertedData, DeviceIdentity};
+use crate::convert::{ConvertedData, Datapoint, DeviceIdentity};
 
 pub mod topic {
     pub const CONNECT: &str = "v1/gateway/connect";
@@ -66,8 +66,9 @@ pub struct UplinkBatch {
 #[derive(Debug)]
 struct DeviceData {
     identity: Arc<DeviceIdentity>,
-    attributes: Map<String, Value>,
-    telemetry: Vec<(i64, Map<String, Value>)>,
+    attributes: IndexMap<Arc<str>, Value>,
+    /// Each message's telemetry as converted (its keys made unique), in arrival order.
+    telemetry: Vec<(i64, Vec<Datapoint>)>,
 }
 
 impl UplinkBatch {
@@ -87,19 +88,16 @@ impl UplinkBatch {
             .entry(data.device.name.clone())
             .or_insert_with(|| DeviceData {
                 identity: data.device.clone(),
-                attributes: Map::new(),
+                attributes: IndexMap::new(),
                 telemetry: Vec::new(),
             });
         for point in data.attributes {
-            entry.attributes.insert(point.key.to_string(), point.value);
+            entry.attributes.insert(point.key, point.value);
         }
         if !data.telemetry.is_empty() {
-            let values = data
-                .telemetry
-                .into_iter()
-                .map(|p| (p.key.to_string(), p.value))
-                .collect();
-            entry.telemetry.push((data.ts_ms, values));
+            let mut telemetry = data.telemetry;
+            merge_repeated_keys(&mut telemetry);
+            entry.telemetry.push((data.ts_ms, telemetry));
         }
     }
 
@@ -119,19 +117,20 @@ impl UplinkBatch {
 
     /// `v1/gateway/attributes` publishes: `{"Device A":{"k":"v"},"Device B":{...}}`.
     pub fn attributes_packed(&self, max_payload: usize) -> Packed {
-        let devices = self
-            .devices
-            .iter()
-            .map(|(name, data)| (&**name, &data.attributes));
+        let devices = self.devices.iter().map(|(name, data)| {
+            let values = data.attributes.iter().map(|(key, value)| (&**key, value));
+            (&**name, values)
+        });
         pack_attributes(devices, max_payload)
     }
 
     /// `v1/gateway/telemetry` publishes: `{"Device A":[{"ts":1,"values":{"k":"v"}}]}`.
     pub fn telemetry_packed(&self, max_payload: usize) -> Packed {
         let entries = self.devices.iter().flat_map(|(name, data)| {
-            data.telemetry
-                .iter()
-                .map(move |(ts, values)| (&**name, *ts, values))
+            data.telemetry.iter().map(move |(ts, points)| {
+                let values = points.iter().map(|point| (&*point.key, &point.value));
+                (&**name, *ts, values)
+            })
         });
         pack_telemetry(entries, max_payload)
     }
@@ -144,6 +143,24 @@ impl UplinkBatch {
     /// The telemetry payloads only (what does not fit is left out).
     pub fn telemetry_payloads(&self, max_payload: usize) -> Vec<Vec<u8>> {
         self.telemetry_packed(max_payload).into_payloads()
+    }
+}
+
+/// A JSON object holds each key once: a key a message repeats (a configuration that lists it
+/// twice) keeps its first position and its last value, as inserting into a map does.
+fn merge_repeated_keys(points: &mut Vec<Datapoint>) {
+    let mut index = 1;
+    while index < points.len() {
+        match points[..index]
+            .iter()
+            .position(|p| p.key == points[index].key)
+        {
+            Some(first) => {
+                let repeated = points.remove(index);
+                points[first].value = repeated.value;
+            }
+            None => index += 1,
+        }
     }
 }
 
@@ -195,9 +212,12 @@ pub fn repack(topic: DataTopic, payload: &[u8], max_payload: usize) -> Result<Pa
                 let Value::Object(values) = values else {
                     return Err(format!("attributes of {device:?} are not an object"));
                 };
-                attributes.push((device.as_str(), values));
+                attributes.push((device.as_str(), pairs(values)));
             }
-            Ok(pack_attributes(attributes.into_iter(), max_payload))
+            let devices = attributes
+                .iter()
+                .map(|(device, values)| (*device, values.iter().copied()));
+            Ok(pack_attributes(devices, max_payload))
         }
         DataTopic::Telemetry => {
             let mut entries = Vec::new();
@@ -213,99 +233,173 @@ pub fn repack(topic: DataTopic, payload: &[u8], max_payload: usize) -> Result<Pa
                             "a telemetry entry of {device:?} has no ts or values"
                         ));
                     };
-                    entries.push((device.as_str(), ts, values));
+                    entries.push((device.as_str(), ts, pairs(values)));
                 }
             }
-            Ok(pack_telemetry(entries.into_iter(), max_payload))
+            let entries = entries
+                .iter()
+                .map(|(device, ts, values)| (*device, *ts, values.iter().copied()));
+            Ok(pack_telemetry(entries, max_payload))
         }
     }
+}
+
+fn pairs(values: &Map<String, Value>) -> Vec<(&str, &Value)> {
+    values
+        .iter()
+        .map(|(key, value)| (key.as_str(), value))
+        .collect()
 }
 
 /// Bytes a publish of one fragment needs around it: `{"<device>":<open>` and `<close>}`.
-fn envelope(device_key: &str) -> usize {
+fn envelope(device_key: &[u8]) -> usize {
     device_key.len() + 5
 }
 
-fn pack_attributes<'a>(
-    devices: impl Iterator<Item = (&'a str, &'a Map<String, Value>)>,
-    max_payload: usize,
-) -> Packed {
+/// Devices with their attributes `(key, value)`.
+fn pack_attributes<'a, V>(devices: impl Iterator<Item = (&'a str, V)>, max_payload: usize) -> Packed
+where
+    V: Iterator<Item = (&'a str, &'a Value)>,
+{
+    let mut packer = Packer::new((b'{', b'}'), max_payload);
     let mut too_large = Vec::new();
-    let mut fragments = Vec::new();
+    let mut device_key = Vec::new();
+    let mut fragment = Vec::new();
     for (device, values) in devices {
-        let room = max_payload.saturating_sub(envelope(&quote(device)));
+        device_key.clear();
+        append_json(&mut device_key, device);
+        let room = max_payload.saturating_sub(envelope(&device_key));
         for (key, value) in values {
-            let fragment = format!("{}:{}", quote(key), value);
+            fragment.clear();
+            append_json(&mut fragment, key);
+            fragment.push(b':');
+            append_json(&mut fragment, value);
             if fragment.len() > room {
                 too_large.push(TooLarge {
                     device: device.to_owned(),
-                    key: key.clone(),
-                    bytes: fragment.len() + envelope(&quote(device)),
+                    key: key.to_owned(),
+                    bytes: fragment.len() + envelope(&device_key),
                 });
                 continue;
             }
-            fragments.push((device, fragment, 1));
+            packer.push(&device_key, &fragment, 1);
         }
     }
     Packed {
-        payloads: pack(fragments.into_iter(), ('{', '}'), max_payload),
+        payloads: packer.finish(),
         too_large,
     }
 }
 
 /// Telemetry entries `(device, ts, values)`; an entry too large for one publish is split into one
 /// entry per key with the same ts.
-fn pack_telemetry<'a>(
-    entries: impl Iterator<Item = (&'a str, i64, &'a Map<String, Value>)>,
+fn pack_telemetry<'a, V>(
+    entries: impl Iterator<Item = (&'a str, i64, V)>,
     max_payload: usize,
-) -> Packed {
+) -> Packed
+where
+    V: Iterator<Item = (&'a str, &'a Value)> + Clone,
+{
+    let mut packer = Packer::new((b'[', b']'), max_payload);
     let mut too_large = Vec::new();
-    let mut fragments = Vec::new();
+    let mut device_key = Vec::new();
+    let mut keyed: Option<&str> = None;
+    let mut fragment = Vec::new();
     for (device, ts, values) in entries {
-        let room = max_payload.saturating_sub(envelope(&quote(device)));
-        let whole = json!({"ts": ts, "values": values}).to_string();
-        if whole.len() <= room {
-            fragments.push((device, whole, values.len()));
+        if keyed != Some(device) {
+            device_key.clear();
+            append_json(&mut device_key, device);
+            keyed = Some(device);
+        }
+        let room = max_payload.saturating_sub(envelope(&device_key));
+        fragment.clear();
+        let datapoints = append_telemetry_entry(&mut fragment, ts, values.clone());
+        if fragment.len() <= room {
+            packer.push(&device_key, &fragment, datapoints);
             continue;
         }
         for (key, value) in values {
-            let single = json!({"ts": ts, "values": {key: value}}).to_string();
-            if single.len() > room {
+            fragment.clear();
+            append_telemetry_entry(&mut fragment, ts, std::iter::once((key, value)));
+            if fragment.len() > room {
                 too_large.push(TooLarge {
                     device: device.to_owned(),
-                    key: key.clone(),
-                    bytes: single.len() + envelope(&quote(device)),
+                    key: key.to_owned(),
+                    bytes: fragment.len() + envelope(&device_key),
                 });
                 continue;
             }
-            fragments.push((device, single, 1));
+            packer.push(&device_key, &fragment, 1);
         }
     }
     Packed {
-        payloads: pack(fragments.into_iter(), ('[', ']'), max_payload),
+        payloads: packer.finish(),
         too_large,
     }
 }
 
-fn quote(text: &str) -> String {
-    Value::from(text).to_string()
+/// Appends `{"ts":<ts>,"values":{<key>:<value>,...}}`; returns the number of values.
+fn append_telemetry_entry<'a>(
+    out: &mut Vec<u8>,
+    ts: i64,
+    values: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> usize {
+    out.extend_from_slice(b"{\"ts\":");
+    append_json(out, &ts);
+    out.extend_from_slice(b",\"values\":{");
+    let mut count = 0;
+    for (key, value) in values {
+        if count > 0 {
+            out.push(b',');
+        }
+        append_json(out, key);
+        out.push(b':');
+        append_json(out, value);
+        count += 1;
+    }
+    out.extend_from_slice(b"}}");
+    count
 }
 
-/// Packs `(device, fragment, datapoints)` into `{"device":<open>fragment,fragment<close>,...}` payloads of
-/// at most `max_payload` bytes. Consecutive fragments of a device share its entry. Every fragment
-/// fits a payload of its own (the callers leave out the ones that do not).
-fn pack<'a>(
-    fragments: impl Iterator<Item = (&'a str, String, usize)>,
-    (open, close): (char, char),
+/// Appends compact JSON, as `serde_json::to_string` writes it, without a string of its own per
+/// call (the uplink writes every datapoint of every publish this way).
+fn append_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // serde_json fails only on IO errors and non-string map keys: a Vec does not fail, and the
+    // values written here (strings, integers, `Value`) have no such keys.
+    let written = serde_json::to_writer(out, value);
+    debug_assert!(written.is_ok(), "{written:?}");
+}
+
+/// Packs fragments into `{"device":<open>fragment,fragment<close>,...}` payloads of at most
+/// `max_payload` bytes. Consecutive fragments of a device share its entry. Every fragment fits a
+/// payload of its own (the callers leave out the ones that do not).
+struct Packer {
+    open: u8,
+    close: u8,
     max_payload: usize,
-) -> Vec<(Vec<u8>, usize)> {
-    let mut payloads = Vec::new();
-    let mut current = String::new();
-    let mut current_datapoints = 0;
-    let mut current_device: Option<&str> = None;
-    for (device, fragment, datapoints) in fragments {
-        let same_device = current_device == Some(device);
-        let device_key = quote(device);
+    payloads: Vec<(Vec<u8>, usize)>,
+    current: Vec<u8>,
+    current_datapoints: usize,
+    /// The quoted name of the device whose entry `current` ends with (empty: none).
+    current_device: Vec<u8>,
+}
+
+impl Packer {
+    fn new((open, close): (u8, u8), max_payload: usize) -> Self {
+        Self {
+            open,
+            close,
+            max_payload,
+            payloads: Vec::new(),
+            current: Vec::new(),
+            current_datapoints: 0,
+            current_device: Vec::new(),
+        }
+    }
+
+    /// Adds one fragment of the device whose quoted name is `device_key`.
+    fn push(&mut self, device_key: &[u8], fragment: &[u8], datapoints: usize) {
+        let same_device = !self.current.is_empty() && self.current_device == device_key;
         // Bytes appended: a comma after the previous fragment, or for another device the
         // previous device's closing bracket, a comma, the key, a colon and the opening bracket.
         let added = if same_device {
@@ -314,47 +408,48 @@ fn pack<'a>(
             2 + device_key.len() + 2 + fragment.len()
         };
         // Every payload still needs its device's closing bracket and its closing brace.
-        if !current.is_empty() && current.len() + added + 2 > max_payload {
-            current.push(close);
-            current.push('}');
-            payloads.push((
-                exact(std::mem::take(&mut current)),
-                std::mem::take(&mut current_datapoints),
-            ));
-            current_device = None;
+        if !self.current.is_empty() && self.current.len() + added + 2 > self.max_payload {
+            self.flush();
         }
-        if current.is_empty() {
-            current.push('{');
-            current.push_str(&device_key);
-            current.push(':');
-            current.push(open);
-        } else if current_device == Some(device) {
-            current.push(',');
+        if self.current.is_empty() {
+            self.current.push(b'{');
+            self.current.extend_from_slice(device_key);
+            self.current.push(b':');
+            self.current.push(self.open);
+        } else if same_device {
+            self.current.push(b',');
         } else {
-            current.push(close);
-            current.push(',');
-            current.push_str(&device_key);
-            current.push(':');
-            current.push(open);
+            self.current.push(self.close);
+            self.current.push(b',');
+            self.current.extend_from_slice(device_key);
+            self.current.push(b':');
+            self.current.push(self.open);
         }
-        current.push_str(&fragment);
-        current_datapoints += datapoints;
-        current_device = Some(device);
+        self.current.extend_from_slice(fragment);
+        self.current_datapoints += datapoints;
+        if self.current_device != device_key {
+            self.current_device.clear();
+            self.current_device.extend_from_slice(device_key);
+        }
     }
-    if !current.is_empty() {
-        current.push(close);
-        current.push('}');
-        payloads.push((exact(current), current_datapoints));
-    }
-    payloads
-}
 
-/// The payload's bytes without the spare capacity the string grew (up to twice its length):
-/// queued payloads are held for as long as ThingsBoard is away, and the queue counts lengths.
-fn exact(payload: String) -> Vec<u8> {
-    let mut bytes = payload.into_bytes();
-    bytes.shrink_to_fit();
-    bytes
+    fn flush(&mut self) {
+        self.current.push(self.close);
+        self.current.push(b'}');
+        let mut payload = std::mem::take(&mut self.current);
+        // Without the spare capacity the buffer grew (up to twice its length): queued payloads
+        // are held for as long as ThingsBoard is away, and the queue counts lengths.
+        payload.shrink_to_fit();
+        self.payloads
+            .push((payload, std::mem::take(&mut self.current_datapoints)));
+    }
+
+    fn finish(mut self) -> Vec<(Vec<u8>, usize)> {
+        if !self.current.is_empty() {
+            self.flush();
+        }
+        self.payloads
+    }
 }
 
 #[cfg(test)]
@@ -448,6 +543,26 @@ mod tests {
         );
         let names: Vec<&str> = batch.devices().map(|d| &*d.name).collect();
         assert_eq!(names, ["A", "B"]);
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_first_position_and_its_last_value() {
+        let dev = device("A");
+        let mut batch = UplinkBatch::new();
+        batch.add(data(
+            &dev,
+            1,
+            &[("t", "1"), ("h", "2"), ("t", "3"), ("x", "4"), ("h", "5")],
+            &[("a", "1"), ("b", "2"), ("a", "3")],
+        ));
+        assert_eq!(
+            text(batch.telemetry_payloads(8196)),
+            [r#"{"A":[{"ts":1,"values":{"t":"3","h":"5","x":"4"}}]}"#]
+        );
+        assert_eq!(
+            text(batch.attributes_payloads(8196)),
+            [r#"{"A":{"a":"3","b":"2"}}"#]
+        );
     }
 
     #[test]

@@ -238,22 +238,27 @@ impl Uplink {
         else {
             return;
         };
-        let deadline = tokio::time::Instant::now() + remaining;
+        // One timer for the linger, not one per message received during it.
+        let deadline = tokio::time::sleep(remaining);
+        tokio::pin!(deadline);
         // Lingering is for filling a publish: once the batch would fill one, waiting longer only
         // adds latency (at 100,000 frames/s it fills in about a millisecond).
         let mut bytes: usize = incoming.iter().map(estimated_bytes).sum();
         while incoming.len() < self.batching.max_messages && bytes < self.max_payload {
             let room = self.batching.max_messages - incoming.len();
             let before = incoming.len();
-            match tokio::time::timeout_at(deadline, data.recv_many(incoming, room)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    bytes += incoming[before..]
-                        .iter()
-                        .map(estimated_bytes)
-                        .sum::<usize>()
-                }
+            let received = tokio::select! {
+                biased;
+                received = data.recv_many(incoming, room) => received,
+                () = &mut deadline => 0,
+            };
+            if received == 0 {
+                break;
             }
+            bytes += incoming[before..]
+                .iter()
+                .map(estimated_bytes)
+                .sum::<usize>();
         }
     }
 

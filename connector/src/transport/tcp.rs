@@ -157,6 +157,10 @@ where
         .is_some_and(|factory| factory.on_oversize() == OnOversize::Close);
     let mut logged_frame_error = false;
     let mut buffer = BytesMut::with_capacity(read_size);
+    // One stop future for the connection's life: made anew for every read, it would register
+    // with the stop signal and leave it again on each of them.
+    let stopped = crate::stop::stopped(&mut stop);
+    tokio::pin!(stopped);
     'read: loop {
         if framer.is_none() {
             buffer.clear();
@@ -166,7 +170,7 @@ where
         let mut limited = (&mut reader).take(read_size as u64);
         let read = tokio::select! {
             read = limited.read_buf(&mut buffer) => read,
-            _ = crate::stop::stopped(&mut stop) => break,
+            _ = &mut stopped => break,
             _ = idle(idle_timeout) => {
                 let detail = format!("{} ms", idle_timeout.unwrap_or_default().as_millis());
                 ConnectionClosed { reason: CloseReason::IdleTimeout, peer: devices.peer_text(), detail: &detail }.emit();

@@ -91,6 +91,9 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
     let mut last_frame_log: Option<std::time::Instant> = None;
     let mut drops_check = tokio::time::interval(KERNEL_DROPS_INTERVAL);
     let mut drops_seen = read_kernel_drops(&socket).unwrap_or(0);
+    // One stop future for the run, not one registration with the stop signal per datagram.
+    let stopped = crate::stop::stopped(&mut stop);
+    tokio::pin!(stopped);
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buffer) => received,
@@ -103,7 +106,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
                 }
                 continue;
             }
-            _ = crate::stop::stopped(&mut stop) => break,
+            _ = &mut stopped => break,
         };
         match received {
             Ok((n, peer)) => {
