@@ -31,7 +31,8 @@ pub struct Datapoint {
     pub strategy: Option<ReportStrategy>,
 }
 
-/// What one message yields for one device: one timestamp for all its telemetry.
+/// What one message yields for one device: one timestamp for all its telemetry, and each key
+/// once in `telemetry` and once in `attributes` (the uplink writes them as JSON objects).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvertedData {
     pub device: Arc<DeviceIdentity>,

@@ -103,27 +103,22 @@ impl UplinkConverter {
 
 impl UplinkConverter {
     /// Converts one message. Every key yields a value (an empty slice gives `""`, as in
-    /// ThingsBoard); a repeated attribute key keeps its first position and its last value.
+    /// ThingsBoard).
     pub fn convert(&self, data: &[u8], ts_ms: i64) -> ConvertedData {
         let mut decode_errors = 0;
-        let mut telemetry = Vec::with_capacity(self.telemetry.len());
-        for key in &self.telemetry {
-            let (point, decoded) = key.datapoint(data);
-            decode_errors += usize::from(!decoded);
-            telemetry.extend(point);
-        }
-        let mut attributes: Vec<Datapoint> = Vec::with_capacity(self.attributes.len());
-        for key in &self.attributes {
-            let (point, decoded) = key.datapoint(data);
-            decode_errors += usize::from(!decoded);
-            let Some(point) = point else {
-                continue;
-            };
-            match attributes.iter_mut().find(|p| p.key == point.key) {
-                Some(existing) => *existing = point,
-                None => attributes.push(point),
+        let mut datapoints = |keys: &[KeySlice]| {
+            let mut points = Vec::with_capacity(keys.len());
+            for key in keys {
+                let (point, decoded) = key.datapoint(data);
+                decode_errors += usize::from(!decoded);
+                if let Some(point) = point {
+                    put_once(&mut points, point);
+                }
             }
-        }
+            points
+        };
+        let telemetry = datapoints(&self.telemetry);
+        let attributes = datapoints(&self.attributes);
         ConvertedData {
             device: self.identity(data),
             ts_ms,
@@ -131,6 +126,15 @@ impl UplinkConverter {
             attributes,
             decode_errors,
         }
+    }
+}
+
+/// A JSON object holds each key once: a key the configuration lists twice keeps its first
+/// position and its last value, as inserting into a map does.
+fn put_once(points: &mut Vec<Datapoint>, point: Datapoint) {
+    match points.iter_mut().find(|p| p.key == point.key) {
+        Some(existing) => *existing = point,
+        None => points.push(point),
     }
 }
 
@@ -148,6 +152,24 @@ mod tests {
         }
     }
 
+    /// A converter for a device named `name` of type `default`, without name or type slices.
+    fn converter(
+        name: &str,
+        telemetry: Vec<KeySlice>,
+        attributes: Vec<KeySlice>,
+    ) -> UplinkConverter {
+        UplinkConverter {
+            device: Arc::new(DeviceIdentity {
+                name: name.into(),
+                device_type: "default".into(),
+            }),
+            telemetry,
+            attributes,
+            name_from: None,
+            type_from: None,
+        }
+    }
+
     fn values(points: &[Datapoint]) -> Vec<(String, Value)> {
         points
             .iter()
@@ -157,16 +179,11 @@ mod tests {
 
     #[test]
     fn shipped_example_with_2345() {
-        let converter = UplinkConverter {
-            device: Arc::new(DeviceIdentity {
-                name: "Device Example".into(),
-                device_type: "default".into(),
-            }),
-            telemetry: vec![key("temp", Some(0), Some(-1)), key("hum", Some(0), Some(2))],
-            attributes: vec![key("name", Some(0), Some(-1)), key("num", Some(2), Some(4))],
-            name_from: None,
-            type_from: None,
-        };
+        let converter = converter(
+            "Device Example",
+            vec![key("temp", Some(0), Some(-1)), key("hum", Some(0), Some(2))],
+            vec![key("name", Some(0), Some(-1)), key("num", Some(2), Some(4))],
+        );
         let data = converter.convert(b"2345", 1_700_000_000_000);
         assert_eq!(data.ts_ms, 1_700_000_000_000);
         assert_eq!(
@@ -203,17 +220,38 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_telemetry_key_keeps_its_first_position_and_its_last_value() {
+        let converter = converter(
+            "d",
+            vec![
+                key("t", Some(0), Some(1)),
+                key("h", Some(1), Some(2)),
+                key("t", Some(2), Some(3)),
+                key("x", Some(3), Some(4)),
+                key("h", Some(4), Some(5)),
+            ],
+            vec![],
+        );
+        let data = converter.convert(b"12345", 0);
+        assert_eq!(
+            values(&data.telemetry),
+            vec![
+                ("t".into(), "3".into()),
+                ("h".into(), "5".into()),
+                ("x".into(), "4".into())
+            ]
+        );
+    }
+
+    #[test]
     fn repeated_attribute_key_keeps_last_value() {
-        let converter = UplinkConverter {
-            device: Arc::new(DeviceIdentity {
-                name: "d".into(),
-                device_type: "default".into(),
-            }),
-            telemetry: vec![KeySlice {
+        let converter = converter(
+            "d",
+            vec![KeySlice {
                 value: KeyValue::Text(Encoding::Hex),
                 ..key("empty", Some(3), Some(1))
             }],
-            attributes: vec![
+            vec![
                 KeySlice {
                     value: KeyValue::Text(Encoding::Hex),
                     ..key("a", Some(0), Some(1))
@@ -223,9 +261,7 @@ mod tests {
                     ..key("a", Some(1), Some(2))
                 },
             ],
-            name_from: None,
-            type_from: None,
-        };
+        );
         let data = converter.convert(b"\x01\x02", 0);
         assert_eq!(values(&data.attributes), vec![("a".into(), "02".into())]);
         assert_eq!(values(&data.telemetry), vec![("empty".into(), "".into())]);

@@ -67,7 +67,7 @@ pub struct UplinkBatch {
 struct DeviceData {
     identity: Arc<DeviceIdentity>,
     attributes: IndexMap<Arc<str>, Value>,
-    /// Each message's telemetry as converted (its keys made unique), in arrival order.
+    /// Each message's telemetry as converted, in arrival order.
     telemetry: Vec<(i64, Vec<Datapoint>)>,
 }
 
@@ -95,9 +95,7 @@ impl UplinkBatch {
             entry.attributes.insert(point.key, point.value);
         }
         if !data.telemetry.is_empty() {
-            let mut telemetry = data.telemetry;
-            merge_repeated_keys(&mut telemetry);
-            entry.telemetry.push((data.ts_ms, telemetry));
+            entry.telemetry.push((data.ts_ms, data.telemetry));
         }
     }
 
@@ -143,24 +141,6 @@ impl UplinkBatch {
     /// The telemetry payloads only (what does not fit is left out).
     pub fn telemetry_payloads(&self, max_payload: usize) -> Vec<Vec<u8>> {
         self.telemetry_packed(max_payload).into_payloads()
-    }
-}
-
-/// A JSON object holds each key once: a key a message repeats (a configuration that lists it
-/// twice) keeps its first position and its last value, as inserting into a map does.
-fn merge_repeated_keys(points: &mut Vec<Datapoint>) {
-    let mut index = 1;
-    while index < points.len() {
-        match points[..index]
-            .iter()
-            .position(|p| p.key == points[index].key)
-        {
-            Some(first) => {
-                let repeated = points.remove(index);
-                points[first].value = repeated.value;
-            }
-            None => index += 1,
-        }
     }
 }
 
@@ -543,26 +523,6 @@ mod tests {
         );
         let names: Vec<&str> = batch.devices().map(|d| &*d.name).collect();
         assert_eq!(names, ["A", "B"]);
-    }
-
-    #[test]
-    fn a_repeated_key_keeps_its_first_position_and_its_last_value() {
-        let dev = device("A");
-        let mut batch = UplinkBatch::new();
-        batch.add(data(
-            &dev,
-            1,
-            &[("t", "1"), ("h", "2"), ("t", "3"), ("x", "4"), ("h", "5")],
-            &[("a", "1"), ("b", "2"), ("a", "3")],
-        ));
-        assert_eq!(
-            text(batch.telemetry_payloads(8196)),
-            [r#"{"A":[{"ts":1,"values":{"t":"3","h":"5","x":"4"}}]}"#]
-        );
-        assert_eq!(
-            text(batch.attributes_payloads(8196)),
-            [r#"{"A":{"a":"3","b":"2"}}"#]
-        );
     }
 
     #[test]
