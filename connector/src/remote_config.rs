@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Instant, UNIX_EPOCH};
 
 use rumqttc::QoS;
 use serde_json::{json, Value};
@@ -24,7 +24,7 @@ use connector_core::load::load_value;
 use connector_core::thingsboard::api::topic;
 use connector_core::thingsboard::remote_config::{
     connector_edit, connector_report, gateway_report, shared_changes, ConnectorIdentity,
-    SharedChange,
+    SharedChange, UnechoedReports,
 };
 
 /// Remote configuration is on; the configuration it reports at start comes from this file.
@@ -52,8 +52,10 @@ pub struct RemoteConfigurator {
     running_ts: i64,
     /// The reloader's generation `reported` describes; another one means the file was reloaded.
     generation: u64,
-    /// The last `active_connectors` reported, so that a broker echoing it causes no loop.
+    /// The last `active_connectors` reported.
     active_connectors: Value,
+    /// Reports a plain broker may still give back as pushes; they change nothing.
+    unechoed: UnechoedReports,
     /// Whether `active_connectors` lists this connector: the device socket is open only then.
     active: watch::Sender<bool>,
     /// `/status` says where the running configuration came from.
@@ -87,6 +89,7 @@ impl RemoteConfigurator {
             generation: reloader.generation(),
             reloader,
             active_connectors: json!([&identity.name]),
+            unechoed: UnechoedReports::default(),
             active,
             health,
             identity,
@@ -108,6 +111,7 @@ impl RemoteConfigurator {
         );
         self.next_request += 1;
         self.publish_to(&request, json!({})).await;
+        self.note_report("active_connectors", self.active_connectors.clone());
         self.publish(gateway_report(&self.active_connectors)).await;
         self.publish(self.reported.clone()).await;
     }
@@ -127,13 +131,22 @@ impl RemoteConfigurator {
     }
 
     pub async fn shared(&mut self, update: GatewayShared) {
+        let pushed = update.request_id.is_none();
         for change in shared_changes(&update.attributes) {
             match change {
                 SharedChange::Connector { key, value } => self.edit(&key, &value).await,
-                SharedChange::ActiveConnectors(list) => self.active_connectors(list).await,
+                SharedChange::ActiveConnectors(list) => {
+                    if !(pushed && self.is_echo("active_connectors", &list)) {
+                        self.active_connectors(list).await;
+                    }
+                }
                 SharedChange::RemoteLoggingLevel(level) => {
+                    if pushed && self.is_echo("RemoteLoggingLevel", &level) {
+                        continue;
+                    }
                     if self.remote_logging_level.as_ref() != Some(&level) {
                         self.remote_logging_level = Some(level.clone());
+                        self.note_report("RemoteLoggingLevel", level.clone());
                         self.publish(json!({ "RemoteLoggingLevel": level })).await;
                     }
                 }
@@ -171,7 +184,21 @@ impl RemoteConfigurator {
             info!(connector = %self.identity.name, "ThingsBoard lists this connector as active again");
         }
         self.active_connectors = list.clone();
+        self.note_report("active_connectors", list.clone());
         self.publish(json!({ "active_connectors": list })).await;
+    }
+
+    /// Notes a report about to be published, so that its echo through a plain broker is known.
+    fn note_report(&mut self, key: &str, value: Value) {
+        self.unechoed.sent(key, &value, Instant::now());
+    }
+
+    fn is_echo(&mut self, key: &str, value: &Value) -> bool {
+        let echo = self.unechoed.is_echo(key, value, Instant::now());
+        if echo {
+            debug!(key, %value, "our own report heard back through the broker; ignored");
+        }
+        echo
     }
 
     async fn edit(&mut self, key: &str, value: &Value) {

@@ -4,6 +4,9 @@
 //! to check and apply and the value reported back. The exchange is described in
 //! docs/compatibility.md ("Remote configuration").
 
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
 use serde_json::{json, Map, Value};
 
 /// What the UI is told the gateway's version is: its forms (report strategy, connector modes)
@@ -99,6 +102,51 @@ pub fn connector_report(identity: &ConnectorIdentity, document: &Value, ts: i64)
     }
     top.insert("ts".into(), ts.into());
     json!({ &identity.name: top })
+}
+
+/// How long a report of ours may take to come back through a plain broker. Echoes arrive in
+/// milliseconds; ThingsBoard sends none, so a report is forgotten after this.
+pub const ECHO_WINDOW: Duration = Duration::from_secs(3);
+
+/// Reports of ours (`active_connectors`, `RemoteLoggingLevel`) not heard back yet. A plain MQTT
+/// broker (Mosquitto, where ThingsBoard is played in tests) delivers the connector's own
+/// client-attribute publishes on the topic ThingsBoard pushes shared attributes on. With two
+/// reports in flight, say `["A"]` at connect and `[]` from the answer at start, the older echo
+/// would switch the connector back, it would report again, and the two echoes would chase each
+/// other for ever. A broker gives our publishes back in the order sent, so a push equal to the
+/// oldest report of its key still waiting is that echo.
+#[derive(Debug, Default)]
+pub struct UnechoedReports {
+    waiting: VecDeque<(String, Value, Instant)>,
+}
+
+impl UnechoedReports {
+    pub fn sent(&mut self, key: &str, value: &Value, now: Instant) {
+        self.forget_older_than(now);
+        self.waiting.push_back((key.to_owned(), value.clone(), now));
+    }
+
+    /// Whether a push of `key: value` is the echo of a report of ours; the echo is used up.
+    pub fn is_echo(&mut self, key: &str, value: &Value, now: Instant) -> bool {
+        self.forget_older_than(now);
+        let Some(oldest) = self.waiting.iter().position(|(k, _, _)| k == key) else {
+            return false;
+        };
+        let echo = self.waiting[oldest].1 == *value;
+        if echo {
+            self.waiting.remove(oldest);
+        }
+        echo
+    }
+
+    fn forget_older_than(&mut self, now: Instant) {
+        while let Some((_, _, sent)) = self.waiting.front() {
+            if now.saturating_duration_since(*sent) < ECHO_WINDOW {
+                break;
+            }
+            self.waiting.pop_front();
+        }
+    }
 }
 
 /// One key of a shared-attribute update of the gateway device, sorted by what it is for.
@@ -211,6 +259,40 @@ mod tests {
 
     fn identity() -> ConnectorIdentity {
         ConnectorIdentity::new("Socket Connector", "socket.json", &json!({}))
+    }
+
+    #[test]
+    fn two_reports_in_flight_are_both_recognised_when_they_come_back_in_order() {
+        let start = Instant::now();
+        let mut reports = UnechoedReports::default();
+        reports.sent("active_connectors", &json!(["A"]), start);
+        reports.sent("active_connectors", &json!([]), start);
+        reports.sent("RemoteLoggingLevel", &json!("DEBUG"), start);
+        let soon = start + Duration::from_millis(5);
+        assert!(reports.is_echo("RemoteLoggingLevel", &json!("DEBUG"), soon));
+        assert!(reports.is_echo("active_connectors", &json!(["A"]), soon));
+        assert!(reports.is_echo("active_connectors", &json!([]), soon));
+        // Every echo was used up: the same values again come from ThingsBoard.
+        assert!(!reports.is_echo("active_connectors", &json!([]), soon));
+        assert!(!reports.is_echo("RemoteLoggingLevel", &json!("DEBUG"), soon));
+    }
+
+    #[test]
+    fn a_push_that_differs_from_the_oldest_report_is_from_thingsboard() {
+        let start = Instant::now();
+        let mut reports = UnechoedReports::default();
+        reports.sent("active_connectors", &json!(["A"]), start);
+        assert!(!reports.is_echo("active_connectors", &json!([]), start));
+        assert!(reports.is_echo("active_connectors", &json!(["A"]), start));
+    }
+
+    #[test]
+    fn a_report_not_heard_back_within_the_window_is_forgotten() {
+        // ThingsBoard echoes nothing: a UI edit after the window equal to a report is applied.
+        let start = Instant::now();
+        let mut reports = UnechoedReports::default();
+        reports.sent("active_connectors", &json!(["A"]), start);
+        assert!(!reports.is_echo("active_connectors", &json!(["A"]), start + ECHO_WINDOW));
     }
 
     #[test]
