@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Independent cross-check of `bench`: a fleet of slow devices measured from outside the project.
 
-A separate sender process (asyncio, one TCP connection per device, ONE frame per write, spread
-evenly over each device's period) and a separate subscriber process (paho-mqtt, QoS 1 on
+A separate sender process (one TCP connection per device, ONE frame per write, each at its own
+instant: the devices' frames spread evenly over each device's period) and a separate subscriber process (paho-mqtt, QoS 1 on
 `v1/gateway/telemetry`) measure a connector that is already running, so nothing of the project's
 own generator, subscriber or runtime is on the measuring side. The frames are `bench`'s 23-byte
 layout (`00001234,83912345678,7\\n`: sequence, send time in microseconds modulo 10^11, connection
@@ -17,13 +17,15 @@ Needs paho-mqtt 2 (`pip install paho-mqtt`, or the ThingsBoard gateway's venv, w
 """
 
 import argparse
-import asyncio
+import ctypes
 import json
 import multiprocessing
+import socket
 import sys
 import time
 
 TIME_MODULUS_US = 10**11
+PR_SET_TIMERSLACK = 29
 QUIET_S = 3.0
 
 
@@ -88,54 +90,56 @@ def subscribe(broker_port, ready, stop, results):
     )
 
 
-async def device(index, connections, rate, start, deadline, port, counts):
-    """One device: its own connection, one frame per write at `rate` frames/s."""
-    reader_writer = None
-    for _ in range(50):
-        try:
-            reader_writer = await asyncio.open_connection("127.0.0.1", port)
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
-    if reader_writer is None:
-        counts["errors"] += 1
-        return
-    _, writer = reader_writer
-    period = 1.0 / rate
-    # Devices are independent: spread their first frames over one period.
-    due = start + period * index / connections
-    k = 0
-    loop = asyncio.get_running_loop()
+def send(args):
+    """The sender: one TCP connection per device, then every device's frames at their own instants.
+
+    Device i of n sends at start + (i / n + k) / rate, so frames arrive spread evenly over time as
+    independent devices send them. One thread walks that schedule and sleeps between frames
+    (with a timer slack of 1 us): an event loop's timer (asyncio's has a resolution of 1 ms)
+    would release every frame due within a millisecond at once, and measure the bursts instead.
+    """
     try:
-        while due < deadline:
-            delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            seq = index + k * connections
-            frame = f"{seq % 10**8:08d},{now_us() % TIME_MODULUS_US:011d},{index % 10}\n"
-            writer.write(frame.encode())
-            await writer.drain()
-            counts["sent"] += 1
-            k += 1
-            due = start + period * index / connections + k * period
-    except OSError:
-        counts["errors"] += 1
-    finally:
-        writer.close()
-
-
-async def send(args):
+        ctypes.CDLL(None).prctl(PR_SET_TIMERSLACK, 1000)
+    except (OSError, AttributeError):
+        pass
     counts = {"sent": 0, "errors": 0}
-    loop = asyncio.get_running_loop()
-    # Every connection opens during the first two seconds; frames start after.
-    start = loop.time() + 2.0 + args.connections / 2000.0
-    deadline = start + args.duration
-    await asyncio.gather(
-        *(
-            device(i, args.connections, args.rate, start, deadline, args.device_port, counts)
-            for i in range(args.connections)
-        )
-    )
+    sockets = []
+    for index in range(args.connections):
+        for _ in range(50):
+            try:
+                connection = socket.create_connection(("127.0.0.1", args.device_port), timeout=10)
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sockets.append(connection)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            counts["errors"] += 1
+            sockets.append(None)
+        if index % 2000 == 1999:
+            time.sleep(0.5)  # at most about 2,000 new connections a second
+    n = len(sockets)
+    total = int(args.duration * args.rate * n)
+    start = time.monotonic() + 0.5
+    for k in range(total):
+        due = start + k / (args.rate * n)
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        index = k % n
+        connection = sockets[index]
+        if connection is None:
+            continue
+        frame = f"{k % 10**8:08d},{now_us() % TIME_MODULUS_US:011d},{index % 10}\n"
+        try:
+            connection.sendall(frame.encode())
+            counts["sent"] += 1
+        except OSError:
+            counts["errors"] += 1
+            sockets[index] = None
+    for connection in sockets:
+        if connection is not None:
+            connection.close()
     return counts
 
 
@@ -165,7 +169,7 @@ def main():
         subscriber.kill()
         sys.exit("the subscriber did not subscribe within 20 s")
 
-    counts = asyncio.run(send(args))
+    counts = send(args)
     # Frames still on their way: a connector that keeps up delivers within milliseconds, so
     # what has not arrived QUIET_S after the last write counts as lost.
     time.sleep(QUIET_S)

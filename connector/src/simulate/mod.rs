@@ -29,9 +29,11 @@
 //! carry the time of that write: latency measured from `sent_us` covers the connector, the broker
 //! and the subscriber, not the generator's own lateness.
 
+mod pacer;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -40,6 +42,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
+
+use pacer::Pacer;
 
 /// Bytes per frame, newline included.
 pub const FRAME_LEN: usize = 23;
@@ -174,6 +178,9 @@ pub struct Progress {
     pub frames_sent: AtomicU64,
     /// Set to end the run early (checked between writes, and every 50 ms while idle).
     pub stop: AtomicBool,
+    /// When every connection was open and sending began: what came before is connecting, not
+    /// the load.
+    pub sending_since: OnceLock<Instant>,
 }
 
 /// What a run did; printed as JSON by `socket-simulate`.
@@ -337,6 +344,17 @@ struct Plan {
     first_seq: u64,
     stride: u64,
     idle: bool,
+    /// Wakes this connection when its frame is due, when each frame is its own write.
+    pacer: Option<Arc<Pacer>>,
+}
+
+impl Plan {
+    async fn wait_until(&self, at: Instant) {
+        match &self.pacer {
+            Some(pacer) => pacer.until(at).await,
+            None => tokio::time::sleep_until(at.into()).await,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -416,6 +434,7 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
 
     // Phase 2: every connection sends its share from a common start.
     let start = Instant::now();
+    let _ = progress.sending_since.set(start);
     let deadline = options.duration.map(|d| start + Duration::from_secs_f64(d));
     let per_connection_rate = (options.rate > 0).then(|| options.rate as f64 / n as f64);
     let batch = options.batch();
@@ -425,6 +444,14 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
         Some(rate) => Duration::from_secs_f64(TARGET_FRAMES_PER_WRITE / rate.max(1e-3))
             .clamp(MIN_TICK, MAX_TICK),
         None => MIN_TICK,
+    };
+    // Frames written one by one go when they are due, to the tens of microseconds: tokio's
+    // timer would send every frame due within one millisecond together.
+    let pacer = match (per_connection_rate, batch) {
+        (Some(_), 1) => Some(Arc::new(
+            Pacer::start().context("starting the pacer thread")?,
+        )),
+        _ => None,
     };
     let mut senders = tokio::task::JoinSet::new();
     for (index, socket) in sockets.into_iter().enumerate() {
@@ -453,6 +480,7 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
             first_seq: options.first_seq,
             stride: n as u64,
             idle: options.idle,
+            pacer: pacer.clone(),
         };
         let progress = progress.clone();
         senders.spawn(async move { (index, send(socket, plan, progress).await) });
@@ -525,7 +553,7 @@ async fn open(protocol: Protocol, target: SocketAddr) -> anyhow::Result<Socket> 
 async fn send(mut socket: Socket, plan: Plan, progress: Arc<Progress>) -> Outcome {
     let mut outcome = Outcome::default();
     let mut buffer = vec![0u8; plan.batch * FRAME_LEN];
-    tokio::time::sleep_until(plan.start.into()).await;
+    plan.wait_until(plan.start).await;
     let quota = if plan.idle { 1 } else { plan.quota };
     while outcome.frames < quota {
         let now = Instant::now();
@@ -548,7 +576,7 @@ async fn send(mut socket: Socket, plan: Plan, progress: Arc<Progress>) -> Outcom
             let next_due = plan.rate.map_or(now, |rate| {
                 plan.start + Duration::from_secs_f64(outcome.frames as f64 / rate)
             });
-            tokio::time::sleep_until(next_due.max(now + plan.tick).into()).await;
+            plan.wait_until(next_due.max(now + plan.tick)).await;
             continue;
         }
         let sent_us = now_us();
