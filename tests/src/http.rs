@@ -52,3 +52,10 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().ok()).flatten()
     })
 }
+
+/// One sample of the connector's `/metrics` at `address`; 0 when it is not exposed (yet).
+pub fn metric(address: SocketAddr, series: &str) -> f64 {
+    let (status, text) = get(address, "/metrics");
+    assert_eq!(status, 200, "GET /metrics");
+    sample(&text, series).unwrap_or(0.0)
+}

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e_tests::http::{get, sample};
+use e2e_tests::http::{get, metric, sample};
 use e2e_tests::peer::answer_session_limits;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, PROMPTLY};
 use rumqttc::{Event, Incoming, QoS, SubscribeFilter};
@@ -258,12 +258,6 @@ fn start_connector(config: &Value, broker: u16, extra: &[&str]) -> (ConnectorPro
     args.extend_from_slice(extra);
     let connector = ConnectorProcess::start_with(config, broker, &args);
     (connector, metrics)
-}
-
-fn metric(address: SocketAddr, series: &str) -> f64 {
-    let (status, text) = get(address, "/metrics");
-    assert_eq!(status, 200);
-    sample(&text, series).unwrap_or(0.0)
 }
 
 /// Resident memory of a process in KiB.

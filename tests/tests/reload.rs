@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use e2e_tests::http::{get, sample};
+use e2e_tests::http::metric;
 use e2e_tests::peer::value;
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer, PROMPTLY};
 use serde_json::{json, Value};
@@ -28,10 +28,6 @@ fn start(config: &Value, broker: u16) -> (ConnectorProcess, SocketAddr) {
     let connector =
         ConnectorProcess::start_with(config, broker, &["--metrics-address", &metrics.to_string()]);
     (connector, metrics)
-}
-
-fn metric(address: SocketAddr, series: &str) -> f64 {
-    sample(&get(address, "/metrics").1, series).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

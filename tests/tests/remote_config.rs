@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use e2e_tests::http::{get, sample};
+use e2e_tests::http::{get, metric};
 use e2e_tests::peer::{telemetry_entries, value, Message};
 use e2e_tests::{free_port, ConnectorProcess, Mosquitto, ThingsBoardPeer};
 use serde_json::{json, Value};
@@ -34,10 +34,6 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn metric(address: SocketAddr, series: &str) -> f64 {
-    sample(&get(address, "/metrics").1, series).unwrap_or(0.0)
 }
 
 /// The connector's `GET /status`.
