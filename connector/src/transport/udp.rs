@@ -3,6 +3,7 @@
 //! buffer is sized for bursts, and what the kernel still drops is read from `/proc/net/udp` and
 //! counted, since a full buffer drops datagrams before the connector ever sees them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use bytes::BytesMut;
 
 use super::{Ingest, PeerDevices};
 use crate::events::{DatagramRejected, FrameRejected, UdpKernelDrops, UdpReceiveBufferCapped};
+use crate::live::Live;
 
 /// UDP has no connections: bad frames are logged at most this often.
 const FRAME_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -91,6 +93,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
     let mut last_frame_log: Option<std::time::Instant> = None;
     let mut drops_check = tokio::time::interval(KERNEL_DROPS_INTERVAL);
     let mut drops_seen = read_kernel_drops(&socket).unwrap_or(0);
+    let mut peers = PeerCache::default();
     // One stop future for the run, not one registration with the stop signal per datagram.
     let stopped = crate::stop::stopped(&mut stop);
     tokio::pin!(stopped);
@@ -110,7 +113,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
         };
         match received {
             Ok((n, peer)) => {
-                let devices = PeerDevices::matching(&ingest.live, peer);
+                let devices = peers.devices(&ingest.live, peer);
                 if devices.is_empty() {
                     DatagramRejected {
                         peer: devices.peer_text(),
@@ -120,7 +123,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
                 }
                 let datagram = &buffer[..n];
                 let Some(framing) = &built.framing else {
-                    if !ingest.deliver(peer, &devices, datagram).await {
+                    if !ingest.deliver(peer, devices, datagram).await {
                         break;
                     }
                     continue;
@@ -131,7 +134,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
                 loop {
                     match framer.next_frame(&mut bytes) {
                         Ok(Some(frame)) => {
-                            if !ingest.deliver(peer, &devices, &frame).await {
+                            if !ingest.deliver(peer, devices, &frame).await {
                                 return;
                             }
                         }
@@ -158,9 +161,71 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
     }
 }
 
+/// Peers datagrams came from beyond which the matches are forgotten all at once: a flood of
+/// source addresses costs a re-match, not memory.
+const MAX_CACHED_PEERS: usize = 65_536;
+
+/// The devices each peer feeds, matched against the address filters once per peer (and again
+/// after a reload), not for every datagram: UDP has no connection to hold the match.
+#[derive(Default)]
+struct PeerCache {
+    peers: HashMap<SocketAddr, PeerDevices>,
+}
+
+impl PeerCache {
+    fn devices(&mut self, live: &Live, peer: SocketAddr) -> &PeerDevices {
+        if self.peers.len() >= MAX_CACHED_PEERS && !self.peers.contains_key(&peer) {
+            self.peers.clear();
+        }
+        let devices = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerDevices::matching(live, peer));
+        devices.refresh(live);
+        devices
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connector_core::load::{load_str, LoadedConfig};
+
+    fn loaded(address: &str) -> LoadedConfig {
+        load_str(&format!(
+            r#"{{"socket": {{"type": "UDP", "port": 50000}}, "devices": [{{"address": "{address}", "deviceName": "D", "telemetry": [{{"key": "t", "byteFrom": 0, "byteTo": -1}}]}}]}}"#
+        ))
+        .expect("valid config")
+    }
+
+    #[test]
+    fn a_peer_is_matched_again_after_a_reload() {
+        let live = Live::new(&loaded("127.0.0.1:*"));
+        let mut peers = PeerCache::default();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        assert_eq!(peers.devices(&live, local).devices(), [0]);
+        assert!(peers.devices(&live, remote).is_empty());
+        live.replace(&loaded("10.0.0.1:*"));
+        assert!(peers.devices(&live, local).is_empty());
+        assert_eq!(peers.devices(&live, remote).devices(), [0]);
+    }
+
+    #[test]
+    fn a_flood_of_source_addresses_is_forgotten_not_kept() {
+        let live = Live::new(&loaded("*:*"));
+        let mut peers = PeerCache::default();
+        let peer = |i: usize| SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 7));
+        for i in 0..MAX_CACHED_PEERS {
+            peers.devices(&live, peer(i));
+        }
+        assert_eq!(peers.peers.len(), MAX_CACHED_PEERS);
+        // A known peer keeps the others; a new one beyond the bound starts afresh.
+        peers.devices(&live, peer(0));
+        assert_eq!(peers.peers.len(), MAX_CACHED_PEERS);
+        assert_eq!(peers.devices(&live, peer(MAX_CACHED_PEERS)).devices(), [0]);
+        assert_eq!(peers.peers.len(), 1);
+    }
 
     const PROC_NET_UDP: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   187: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000   104        0 21551 2 0000000000000000 0
