@@ -16,7 +16,7 @@ use crate::queue::{QueueSettings, Storage};
 use crate::remote_config::RemoteConfiguration;
 use crate::runtime::{GatewaySettings, DEFAULT_MAX_DEVICES};
 use crate::thingsboard::link::{Auth, Secret, MAX_PAYLOAD};
-use crate::thingsboard::uplink::{Batching, DEFAULT_LINGER, DEFAULT_MAX_MESSAGES_PER_BATCH};
+use crate::thingsboard::uplink::{Batching, DEFAULT_MAX_MESSAGES_PER_BATCH};
 use crate::thingsboard::{statistics, MqttSettings};
 
 /// What the command line (flags and environment variables) says; `None` leaves it to the file.
@@ -142,7 +142,7 @@ pub fn resolve(overrides: Overrides, random_id: u32) -> Result<Resolved, String>
         ));
     }
     let batching = Batching {
-        linger: linger_ms.map_or(DEFAULT_LINGER, Duration::from_millis),
+        linger: linger_ms.map(Duration::from_millis),
         max_messages: overrides
             .min_pack_size_to_send
             .or(file.as_ref().and_then(|f| f.min_pack_size_to_send))
@@ -511,7 +511,7 @@ mod tests {
         assert_eq!(
             batching(from_file.clone(), overrides()).unwrap(),
             Batching {
-                linger: Duration::from_millis(50),
+                linger: Some(Duration::from_millis(50)),
                 max_messages: 500
             }
         );
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(
             batching(from_file, flags).unwrap(),
             Batching {
-                linger: Duration::ZERO,
+                linger: Some(Duration::ZERO),
                 max_messages: 500
             }
         );

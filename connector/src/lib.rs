@@ -18,6 +18,7 @@ pub(crate) mod live;
 pub mod logging;
 pub(crate) mod metrics;
 pub mod queue;
+pub mod read_coalescing;
 pub mod reload;
 pub mod remote_config;
 pub mod runtime;

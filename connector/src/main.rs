@@ -12,7 +12,7 @@ use socket_connector::gateway::{self, Overrides};
 use socket_connector::logging::{self, LogFormat};
 use socket_connector::queue::{Fsync, FullPolicy};
 use socket_connector::runtime::{shutdown_signal, Connector};
-use socket_connector::{demo, reload, tools};
+use socket_connector::{demo, read_coalescing, reload, tools};
 use tracing::{error, info, warn};
 
 /// The static musl binary of the image allocates with mimalloc: musl's own allocator costs 1.1 to
@@ -45,7 +45,7 @@ struct Cli {
     log_level: Option<LogLevel>,
     /// Threads that serve devices and ThingsBoard (default: the cores the process may use,
     /// CPU limits included). 1 costs least CPU for fleets of slow devices
-    /// (docs/benchmarks.md#worker-threads); more keep reading while one waits on the disk queue.
+    /// (docs/benchmarks.md#read-coalescing); more keep reading while one waits on the disk queue.
     #[arg(
         long,
         global = true,
@@ -53,6 +53,18 @@ struct Cli {
         value_parser = clap::value_parser!(u16).range(1..=1024)
     )]
     worker_threads: Option<u16>,
+    /// When frames come faster than this, a worker that runs out of work waits out the rest of
+    /// these milliseconds before it sleeps on the sockets, so that one wake-up reads the frames
+    /// of many devices (docs/benchmarks.md#read-coalescing); every frame waits at most about
+    /// this long for its read. 0 reads every frame the moment it arrives.
+    #[arg(
+        long,
+        global = true,
+        env = "SOCKET_CONNECTOR_READ_COALESCING_MS",
+        default_value_t = read_coalescing::DEFAULT_WINDOW.as_millis() as u64,
+        value_parser = clap::value_parser!(u64).range(0..=100)
+    )]
+    read_coalescing_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,7 +211,8 @@ struct ThingsBoardArgs {
     #[arg(long, env = "MAX_DEVICES")]
     max_devices: Option<usize>,
     /// After the first message of a batch, milliseconds to wait for more before publishing
-    /// (ThingsBoard's `minPackSendDelayMS`, at most 1000; default 2; 0 publishes what is waiting).
+    /// (ThingsBoard's `minPackSendDelayMS`, at most 1000; default 0 with one worker, 1 with
+    /// several; 0 publishes what is waiting).
     #[arg(long, env = "TB_MIN_PACK_SEND_DELAY_MS")]
     min_pack_send_delay_ms: Option<u64>,
     /// Messages in one batch at most; a full batch is published at once (ThingsBoard's
@@ -290,11 +303,19 @@ fn main() -> ExitCode {
         || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         usize::from,
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-    {
+    // One worker runs tokio's current-thread scheduler: the multi-thread one runs a task woken by
+    // another at once (its LIFO slot), so the uplink would take the first frame of a wake-up
+    // alone instead of all that wake-up read (docs/benchmarks.md#read-coalescing).
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all();
+    read_coalescing::install(&mut builder, Duration::from_millis(cli.read_coalescing_ms));
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

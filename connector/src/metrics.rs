@@ -55,6 +55,7 @@ pub struct Metrics {
     pub report_suppressed: IntCounter,
     pub devices_connected: IntGauge,
     pub devices_evicted: IntCounter,
+    pub worker_wakeups: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -255,6 +256,11 @@ impl Metrics {
                 &r,
                 "socket_connector_devices_evicted_total",
                 "Devices disconnected and forgotten because more than --max-devices were connected.",
+            ),
+            worker_wakeups: counter(
+                &r,
+                "socket_connector_worker_wakeups_total",
+                "Times a runtime worker woke from waiting for IO or timers; frames received per wake-up show what read coalescing gathers.",
             ),
             registry: r,
         }

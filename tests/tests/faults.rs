@@ -474,8 +474,8 @@ async fn restart_with_disk_queue(signal: &str, fsync: &str) -> Restart {
             println!("connector exit after SIGTERM: {status:?}");
         }
         _ => {
-            // What was read in the last moments is still in the uplink's linger (2 ms) and
-            // channel, not yet in the queue: a kill loses it, as it loses the socket buffers.
+            // What was read in the last moments is still in the uplink's channel and batch,
+            // not yet in the queue: a kill loses it, as it loses the socket buffers.
             // Frames counted this long before the kill must all be durable.
             tokio::time::sleep(Duration::from_millis(100)).await;
             drop(connector); // SIGKILL
@@ -531,8 +531,8 @@ async fn sigterm_with_disk_queue_replays_every_accepted_frame() {
 
 /// SIGKILL under load, `--queue-fsync never`: a process kill loses nothing the queue had written
 /// (it reached the operating system). "Accepted" frames were counted 3 s after the broker froze
-/// and 100 ms before the kill, long after the uplink pushed them into the queue (the linger and
-/// the channel before it hold a frame for milliseconds), so not one of them may be lost; frames
+/// and 100 ms before the kill, long after the uplink pushed them into the queue (read coalescing,
+/// the channel and the batch hold a frame for milliseconds), so not one of them may be lost; frames
 /// the device wrote after that may be.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_with_disk_queue_loses_no_accepted_frame() {

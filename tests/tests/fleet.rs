@@ -1,26 +1,40 @@
-//! A fleet of slow devices, one frame per TCP write, measured from outside the project by
-//! `tests/bench/fleet_check.py` (a separate asyncio sender and a separate paho-mqtt subscriber,
-//! run with the ThingsBoard gateway's venv python): nothing is lost, and the linger
-//! (`--min-pack-send-delay-ms`) packs many devices' frames into one publish where without it
-//! nearly every frame is a publish of its own. The same script is the cross-check of `bench`
-//! in docs/benchmarks.md; this smoke run keeps it working.
+//! A fleet of slow devices, one frame per TCP write.
+//!
+//! Measured from outside the project by `tests/bench/fleet_check.py` (a separate asyncio sender
+//! and a separate paho-mqtt subscriber, run with the ThingsBoard gateway's venv python): nothing
+//! is lost, and the linger (`--min-pack-send-delay-ms`) packs many devices' frames into one
+//! publish where without it nearly every frame is a publish of its own. The same script is the
+//! cross-check of `bench` in docs/benchmarks.md; this smoke run keeps it working.
+//!
+//! And read coalescing (`--read-coalescing-ms`): devices whose frames arrive at their own
+//! instants wake the connector once per window, not once per frame.
 
+use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use e2e_tests::{thingsboard_gateway, ConnectorProcess, Mosquitto};
+use e2e_tests::http::metric;
+use e2e_tests::{free_port, thingsboard_gateway, ConnectorProcess, Mosquitto};
 use serde_json::Value;
-use socket_connector::simulate::{self, Protocol};
+use socket_connector::simulate::{self, LoadOptions, Progress, Protocol};
 
 const DEVICES: &str = "200";
 const FRAMES_PER_DEVICE_PER_S: &str = "5";
 
-fn fleet_check(linger_ms: &str) -> Value {
+/// `fleet_check.py` against a connector with this linger and read coalescing.
+fn fleet_check(linger_ms: &str, coalescing_ms: &str) -> Value {
     let broker = Mosquitto::start();
     let config = simulate::socket_json(Protocol::Tcp, 0, 1024);
     let connector = ConnectorProcess::start_with(
         &config,
         broker.port(),
-        &["--min-pack-send-delay-ms", linger_ms],
+        &[
+            "--min-pack-send-delay-ms",
+            linger_ms,
+            "--read-coalescing-ms",
+            coalescing_ms,
+        ],
     );
     connector.wait_for_log("connected to ThingsBoard");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/fleet_check.py");
@@ -40,7 +54,7 @@ fn fleet_check(linger_ms: &str) -> Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().expect("fleet_check.py prints a line");
     let result: Value = serde_json::from_str(line).expect("fleet_check.py prints JSON");
-    eprintln!("linger {linger_ms} ms: {result}");
+    eprintln!("linger {linger_ms} ms, coalescing {coalescing_ms} ms: {result}");
     let _ = connector.terminate();
     result
 }
@@ -52,7 +66,7 @@ fn frames_per_publish(result: &Value) -> f64 {
 #[test]
 fn a_fleet_of_slow_devices_loses_nothing_and_the_linger_packs_its_frames() {
     // 200 devices x 5 frames/s = 1,000 frames/s; 3 s of load is 3,000 frames.
-    let lingering = fleet_check("50");
+    let lingering = fleet_check("50", "0");
     assert!(
         lingering["frames_sent"].as_u64().unwrap_or(0) >= 2_900,
         "{lingering}"
@@ -63,7 +77,7 @@ fn a_fleet_of_slow_devices_loses_nothing_and_the_linger_packs_its_frames() {
     // 50 ms at 1,000 frames/s gathers about 50 frames; at least 10 leaves room for a slow CI.
     assert!(frames_per_publish(&lingering) >= 10.0, "{lingering}");
 
-    let publish_what_waits = fleet_check("0");
+    let publish_what_waits = fleet_check("0", "0");
     assert_eq!(publish_what_waits["lost"], 0, "{publish_what_waits}");
     // Frames that arrive one at a time are published one at a time.
     assert!(
@@ -75,5 +89,69 @@ fn a_fleet_of_slow_devices_loses_nothing_and_the_linger_packs_its_frames() {
     assert!(
         p50(&lingering) > p50(&publish_what_waits),
         "{lingering} vs {publish_what_waits}"
+    );
+}
+
+const WAKEUPS: &str = "socket_connector_worker_wakeups_total";
+const FRAMES: &str = "socket_connector_frames_received_total{device=\"Bench Device\"}";
+
+/// The connector's worker wake-ups and frames read during two seconds of steady load: 200
+/// devices × 10 frames/s, each frame its own write at its own instant (the generator's pacer),
+/// one worker as the operator runs it.
+fn wakeups_and_frames(coalescing_ms: &str) -> (f64, f64) {
+    let broker = Mosquitto::start();
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let connector = ConnectorProcess::start_with(
+        &simulate::socket_json(Protocol::Tcp, 0, 1024),
+        broker.port(),
+        &[
+            "--worker-threads",
+            "1",
+            "--read-coalescing-ms",
+            coalescing_ms,
+            "--metrics-address",
+            &metrics.to_string(),
+        ],
+    );
+    connector.wait_for_log("connected to ThingsBoard");
+    let mut load = LoadOptions::new(connector.local_addr, 200, 2_000, Duration::from_secs(5));
+    load.batch = Some(1);
+    let progress = Arc::new(Progress::default());
+    let generator = std::thread::spawn({
+        let progress = progress.clone();
+        move || simulate::run_blocking(&load, progress, 1)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while progress.sending_since.get().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Every device has sent its first frame a tenth of a second after the start.
+    std::thread::sleep(Duration::from_secs(1));
+    let (wakeups, frames) = (metric(metrics, WAKEUPS), metric(metrics, FRAMES));
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = (
+        metric(metrics, WAKEUPS) - wakeups,
+        metric(metrics, FRAMES) - frames,
+    );
+    let summary = generator.join().unwrap().unwrap();
+    assert_eq!(summary.errors, 0, "{summary:?}");
+    let _ = connector.terminate();
+    eprintln!("coalescing {coalescing_ms} ms: {counted:?} (wake-ups, frames)");
+    counted
+}
+
+#[test]
+fn read_coalescing_wakes_the_connector_once_per_window_not_once_per_frame() {
+    let (wakeups, frames) = wakeups_and_frames("2");
+    assert!(frames >= 3_000.0, "{frames} frames in 2 s at 2,000/s");
+    // At most one wake-up per 2 ms window (1,000 in 2 s), and a few for ThingsBoard's side.
+    assert!(wakeups <= 1_050.0, "{wakeups} wake-ups for {frames} frames");
+
+    let (wakeups, frames) = wakeups_and_frames("0");
+    assert!(frames >= 3_000.0, "{frames} frames in 2 s at 2,000/s");
+    // Frames 0.5 ms apart: without a window nearly every one wakes the connector.
+    assert!(
+        wakeups >= 0.6 * frames,
+        "{wakeups} wake-ups for {frames} frames"
     );
 }

@@ -24,10 +24,14 @@ use connector_core::thingsboard::renames::DeviceRenames;
 
 /// Converted messages in one round of publishes at most, unless `minPackSizeToSend` says otherwise.
 pub const DEFAULT_MAX_MESSAGES_PER_BATCH: usize = 4096;
-/// How long a batch waits for more messages after its first, unless `minPackSendDelayMS` says
-/// otherwise: long enough to pack tens of devices' frames into one publish at fleet rates,
-/// short enough to stay within a few milliseconds of latency (docs/benchmarks.md measures it).
-pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
+/// Without `minPackSendDelayMS`, on tokio's current-thread scheduler (one worker): no linger.
+/// The uplink runs after every connection a wake-up read (read coalescing gathers the frames of
+/// many devices into one), so a batch already takes all of them; a linger would delay them again.
+pub const DEFAULT_LINGER_CURRENT_THREAD: Duration = Duration::ZERO;
+/// Without `minPackSendDelayMS`, on the multi-thread scheduler: its LIFO slot runs the uplink
+/// right after the first connection that hands it a frame, so a wake-up's frames would go out a
+/// few at a time; 1 ms gathers them (docs/benchmarks.md#read-coalescing measures both).
+pub const DEFAULT_LINGER_MULTI_THREAD: Duration = Duration::from_millis(1);
 /// How often remembered values past their ttl are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -49,7 +53,8 @@ pub struct Uplink {
     last_values: Arc<LastValues>,
     limits: watch::Receiver<SessionLimits>,
     configured_max_payload: usize,
-    batching: Batching,
+    linger: Duration,
+    max_messages: usize,
     renames: Arc<Renames>,
     /// The identities of renamed devices under their new names, for the renamings in `renamed_by`.
     renamed: HashMap<Arc<str>, Arc<DeviceIdentity>>,
@@ -60,8 +65,9 @@ pub struct Uplink {
 /// `minPackSendDelayMS` and `minPackSizeToSend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
-    /// After a batch's first message, how long to wait for more (zero: publish what is waiting).
-    pub linger: Duration,
+    /// After a batch's first message, how long to wait for more (zero: publish what is waiting);
+    /// `None`: the runtime's [`default_linger`].
+    pub linger: Option<Duration>,
     /// A batch is published as soon as it holds this many messages.
     pub max_messages: usize,
 }
@@ -69,9 +75,17 @@ pub struct Batching {
 impl Default for Batching {
     fn default() -> Self {
         Self {
-            linger: DEFAULT_LINGER,
+            linger: None,
             max_messages: DEFAULT_MAX_MESSAGES_PER_BATCH,
         }
+    }
+}
+
+/// The linger without `minPackSendDelayMS`, for the scheduler the uplink runs on.
+pub fn default_linger() -> Duration {
+    match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => DEFAULT_LINGER_CURRENT_THREAD,
+        _ => DEFAULT_LINGER_MULTI_THREAD,
     }
 }
 
@@ -105,10 +119,8 @@ impl Uplink {
             last_values,
             limits,
             configured_max_payload: settings.max_payload,
-            batching: Batching {
-                linger: settings.batching.linger,
-                max_messages: settings.batching.max_messages.max(1),
-            },
+            linger: settings.batching.linger.unwrap_or_else(default_linger),
+            max_messages: settings.batching.max_messages.max(1),
             renamed_by: settings.renames.current(),
             renames: settings.renames,
             renamed: HashMap::new(),
@@ -124,7 +136,7 @@ impl Uplink {
         mut active: watch::Receiver<bool>,
     ) {
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-        let max_messages = self.batching.max_messages;
+        let max_messages = self.max_messages;
         let mut incoming = Vec::with_capacity(max_messages.min(DEFAULT_MAX_MESSAGES_PER_BATCH));
         loop {
             let periodic_wait = self
@@ -222,7 +234,16 @@ impl Uplink {
         data: &mut mpsc::Receiver<ConvertedData>,
         incoming: &mut Vec<ConvertedData>,
     ) {
-        if self.batching.linger.is_zero() {
+        if self.linger.is_zero() {
+            // The connections this same wake-up read deliver once they have run, and the
+            // scheduler runs a task it just woke first: one yield lets them, so that the frames
+            // of one wake-up (read coalescing gathers many) go out in one publish.
+            tokio::task::yield_now().await;
+            let room = self.max_messages.saturating_sub(incoming.len());
+            for _ in 0..room {
+                let Ok(message) = data.try_recv() else { break };
+                incoming.push(message);
+            }
             return;
         }
         // The linger counts from when the oldest message was read, not from when the uplink got
@@ -231,11 +252,7 @@ impl Uplink {
         let waited_ms = incoming
             .first()
             .map_or(0, |oldest| (now_ms() - oldest.ts_ms).max(0) as u64);
-        let Some(remaining) = self
-            .batching
-            .linger
-            .checked_sub(Duration::from_millis(waited_ms))
-        else {
+        let Some(remaining) = self.linger.checked_sub(Duration::from_millis(waited_ms)) else {
             return;
         };
         // One timer for the linger, not one per message received during it.
@@ -244,8 +261,8 @@ impl Uplink {
         // Lingering is for filling a publish: once the batch would fill one, waiting longer only
         // adds latency (at 100,000 frames/s it fills in about a millisecond).
         let mut bytes: usize = incoming.iter().map(estimated_bytes).sum();
-        while incoming.len() < self.batching.max_messages && bytes < self.max_payload {
-            let room = self.batching.max_messages - incoming.len();
+        while incoming.len() < self.max_messages && bytes < self.max_payload {
+            let room = self.max_messages - incoming.len();
             let before = incoming.len();
             let received = tokio::select! {
                 biased;
@@ -568,14 +585,14 @@ mod tests {
     #[tokio::test]
     async fn the_linger_packs_messages_that_trickle_in_into_one_publish() {
         let linger = Batching {
-            linger: Duration::from_millis(500),
+            linger: Some(Duration::from_millis(500)),
             max_messages: 1000,
         };
         let (telemetry, attributes) = publishes_for(10, Duration::from_millis(3), linger).await;
         assert_eq!((telemetry, attributes), (1, 1));
         // Without it every message that arrives alone is published alone.
         let none = Batching {
-            linger: Duration::ZERO,
+            linger: Some(Duration::ZERO),
             max_messages: 1000,
         };
         let (telemetry, attributes) = publishes_for(10, Duration::from_millis(3), none).await;
@@ -586,7 +603,7 @@ mod tests {
     async fn the_linger_counts_from_when_the_oldest_message_was_read() {
         // Read 1 s ago (it waited while an earlier batch was published): out at once, alone.
         let batching = Batching {
-            linger: Duration::from_millis(500),
+            linger: Some(Duration::from_millis(500)),
             max_messages: 1000,
         };
         let (telemetry, _) = publishes_of(3, Duration::from_millis(100), batching, 1000).await;
@@ -602,7 +619,7 @@ mod tests {
             1024,
             1000,
             Batching {
-                linger: Duration::from_secs(30),
+                linger: Some(Duration::from_secs(30)),
                 max_messages: 1000,
             },
         );
@@ -623,7 +640,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_batch_is_published_without_waiting_for_the_linger() {
         let batching = Batching {
-            linger: Duration::from_secs(30),
+            linger: Some(Duration::from_secs(30)),
             max_messages: 4,
         };
         let started = std::time::Instant::now();
@@ -634,5 +651,15 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn without_a_setting_one_worker_publishes_what_one_wake_up_read() {
+        assert_eq!(default_linger(), Duration::ZERO);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_a_setting_several_workers_linger_a_millisecond() {
+        assert_eq!(default_linger(), Duration::from_millis(1));
     }
 }

@@ -363,7 +363,7 @@ fn credentials(identity: &Identity, plan: &Plan) -> (Vec<String>, Vec<VolumeProj
 
 /// Worker threads for what the pod may use: its CPU limit, else its request, rounded up. Without
 /// the flag the connector would start one per core of the node (only a limit lowers that), and
-/// one worker is cheapest for slow devices (docs/benchmarks.md#worker-threads). `None` when the
+/// one worker is cheapest for slow devices (docs/benchmarks.md#read-coalescing). `None` when the
 /// quantity does not parse or is 0.
 fn worker_threads(resources: &ResourceRequirements) -> Option<u32> {
     let cpu = |list: &Option<BTreeMap<String, Quantity>>| list.as_ref()?.get("cpu").cloned();
