@@ -92,7 +92,9 @@ async fn worker_threads_are_what_the_flag_says() {
     let config = serde_json::json!({"name": "Threads",
         "socket": {"type": "TCP", "address": "127.0.0.1", "port": 0},
         "devices": [{"address": "*:*", "deviceName": "D", "telemetry": [{"key": "v"}]}]});
-    for (workers, at_least, at_most) in [("1", 1, 2), ("7", 7, 9)] {
+    // One worker is tokio's current-thread scheduler on the main thread: no worker thread of its
+    // own, so two (the default on two cores) would fail the bound.
+    for (workers, at_least, at_most) in [("1", 0, 1), ("7", 7, 9)] {
         let (_broker, mut peer, connector) =
             e2e_tests::broker_peer_and_connector(&config, &["--worker-threads", workers]).await;
         let mut device = std::net::TcpStream::connect(connector.local_addr).unwrap();
@@ -101,7 +103,7 @@ async fn worker_threads_are_what_the_flag_says() {
             peer.telemetry_values(1).await,
             [e2e_tests::peer::value("D", "v", "1")]
         );
-        // The workers, and at most two blocking threads (address lookups) still alive.
+        // The workers, and a blocking thread or two (address lookups) that may still be alive.
         let threads = runtime_threads(connector.pid());
         assert!(
             (at_least..=at_most).contains(&threads),
