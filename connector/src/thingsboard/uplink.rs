@@ -235,9 +235,10 @@ impl Uplink {
         incoming: &mut Vec<ConvertedData>,
     ) {
         if self.linger.is_zero() {
-            // The connections this same wake-up read deliver once they have run, and the
-            // scheduler runs a task it just woke first: one yield lets them, so that the frames
-            // of one wake-up (read coalescing gathers many) go out in one publish.
+            // The connections this same wake-up read deliver once they have run; the first of
+            // them woke the uplink, which the multi-thread scheduler runs next (its LIFO slot).
+            // One yield lets the others run first, so that the frames of one wake-up (read
+            // coalescing gathers many) go out in one publish.
             tokio::task::yield_now().await;
             let room = self.max_messages.saturating_sub(incoming.len());
             for _ in 0..room {
