@@ -1,6 +1,6 @@
 //! A fleet of slow devices, one frame per TCP write.
 //!
-//! Measured from outside the project by `tests/bench/fleet_check.py` (a separate asyncio sender
+//! Measured from outside the project by `tests/bench/fleet_check.py` (a separate sender process
 //! and a separate paho-mqtt subscriber, run with the ThingsBoard gateway's venv python): nothing
 //! is lost, and the linger (`--min-pack-send-delay-ms`) packs many devices' frames into one
 //! publish where without it nearly every frame is a publish of its own. The same script is the

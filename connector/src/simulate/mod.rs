@@ -438,20 +438,22 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
     let deadline = options.duration.map(|d| start + Duration::from_secs_f64(d));
     let per_connection_rate = (options.rate > 0).then(|| options.rate as f64 / n as f64);
     let batch = options.batch();
+    // One frame per write at a rate: each frame goes when it is due, as a device's would, to
+    // the tens of microseconds (tokio's timer would send every frame due within one
+    // millisecond together), woken by the pacer.
+    let one_frame_per_write = per_connection_rate.is_some() && batch == 1;
     let tick = match per_connection_rate {
-        // One frame per write: each frame goes when it is due, as a device's would.
-        Some(_) if batch == 1 => Duration::ZERO,
+        _ if one_frame_per_write => Duration::ZERO,
         Some(rate) => Duration::from_secs_f64(TARGET_FRAMES_PER_WRITE / rate.max(1e-3))
             .clamp(MIN_TICK, MAX_TICK),
         None => MIN_TICK,
     };
-    // Frames written one by one go when they are due, to the tens of microseconds: tokio's
-    // timer would send every frame due within one millisecond together.
-    let pacer = match (per_connection_rate, batch) {
-        (Some(_), 1) => Some(Arc::new(
+    let pacer = if one_frame_per_write {
+        Some(Arc::new(
             Pacer::start().context("starting the pacer thread")?,
-        )),
-        _ => None,
+        ))
+    } else {
+        None
     };
     let mut senders = tokio::task::JoinSet::new();
     for (index, socket) in sockets.into_iter().enumerate() {

@@ -3,7 +3,7 @@
 //! it, every device whose frame fell due within the same millisecond wrote at once (10 devices at
 //! a time for 10,000 devices × 1 frame/s), and the connector was measured on bursts that
 //! independent devices do not send. It then woke once per burst instead of once per frame, and
-//! its CPU looked a third of what evenly arriving frames cost (docs/benchmarks.md).
+//! its CPU looked about half of what evenly arriving frames cost (docs/benchmarks.md).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
