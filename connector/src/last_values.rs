@@ -1,26 +1,29 @@
 //! The last value of every key of every device, written by the uplink and read by the built-in
 //! `get` RPC.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use connector_core::convert::ConvertedData;
-use indexmap::IndexMap;
+use connector_core::FastIndexMap;
 use serde_json::Value;
 
 /// Last value per key of one device.
-type KeyValues = IndexMap<Arc<str>, Value>;
+type KeyValues = FastIndexMap<Arc<str>, Value>;
 
 /// The last value of every key of every device, for the built-in `get` RPC.
 #[derive(Debug, Default)]
 pub struct LastValues {
-    values: Mutex<HashMap<Arc<str>, KeyValues>>,
+    values: Mutex<FastIndexMap<Arc<str>, KeyValues>>,
 }
 
 impl LastValues {
     pub fn record(&self, data: &ConvertedData) {
         let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        let device = values.entry(data.device.name.clone()).or_default();
+        // Looked up before inserting: `entry` would clone the name's Arc for every message.
+        let device = match values.get_mut(&data.device.name) {
+            Some(device) => device,
+            None => values.entry(data.device.name.clone()).or_default(),
+        };
         for point in data.telemetry.iter().chain(&data.attributes) {
             match device.get_mut(&point.key) {
                 Some(last) => assign(last, &point.value),

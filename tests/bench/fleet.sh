@@ -7,7 +7,9 @@
 #
 # Cases: fleet10k (10,000 TCP devices x 1 frame/s), fleet1k (1,000 x 10/s), unframed
 # (ThingsBoard's config with an attribute, 50 x 200/s), udp (1,000 UDP devices x 10/s),
-# peak (one framed connection as fast as it goes). Every device sends one frame per write.
+# peak (one framed connection as fast as it goes), framed300k (one framed connection at 300,000
+# frames/s: the CPU per frame of conversion and publishing, below the ceiling). Every fleet
+# device sends one frame per write.
 set -euo pipefail
 bench=${1:?bench binary}
 a=${2:?first socket-connector}
@@ -26,6 +28,7 @@ args_of() {
     unframed) echo "--unframed --connections 50 --rate 10000 --batch 1 --duration 20" ;;
     udp) echo "--protocol udp --connections 1000 --rate 10000 --batch 1 --duration 20" ;;
     peak) echo "--rate 0 --connections 1 --duration 10" ;;
+    framed300k) echo "--rate 300000 --connections 1 --duration 10" ;;
     *) echo "unknown case $1" >&2; exit 2 ;;
   esac
 }

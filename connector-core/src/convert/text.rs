@@ -18,10 +18,10 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> String {
 pub fn decode_checked(bytes: &[u8], encoding: Encoding) -> (String, bool) {
     let decoded = match encoding {
         Encoding::Hex => return (hex(bytes), true),
-        Encoding::Utf8 => std::str::from_utf8(bytes).ok().map(str::to_owned),
-        Encoding::Ascii => bytes
-            .is_ascii()
-            .then(|| bytes.iter().map(|&b| b as char).collect()),
+        Encoding::Utf8 => utf8(bytes),
+        // ASCII is UTF-8 as it is: one copy, where mapping each byte to a `char` pushes each.
+        Encoding::Ascii | Encoding::Latin1 if bytes.is_ascii() => utf8(bytes),
+        Encoding::Ascii => None,
         Encoding::Latin1 => Some(bytes.iter().map(|&b| b as char).collect()),
         Encoding::Utf16 => decode_utf16(bytes, None),
         Encoding::Utf16Le => decode_utf16(bytes, Some(Endian::Little)),
@@ -38,6 +38,10 @@ pub fn decode_checked(bytes: &[u8], encoding: Encoding) -> (String, bool) {
             (python_bytes_repr(&stripped), false)
         }
     }
+}
+
+fn utf8(bytes: &[u8]) -> Option<String> {
+    std::str::from_utf8(bytes).ok().map(str::to_owned)
 }
 
 /// Lowercase hex without separators, as Python's `bytes.hex()`.

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 
 use crate::convert::{ConvertedData, Datapoint, DeviceIdentity};
+use crate::FastIndexMap;
 
 pub mod topic {
     pub const CONNECT: &str = "v1/gateway/connect";
@@ -59,14 +59,14 @@ pub fn connector_attributes_payload(device_name: &str, connector_name: &str) -> 
 /// Datapoints of many devices waiting to be published together.
 #[derive(Debug, Default)]
 pub struct UplinkBatch {
-    devices: IndexMap<Arc<str>, DeviceData>,
+    devices: FastIndexMap<Arc<str>, DeviceData>,
     datapoints: usize,
 }
 
 #[derive(Debug)]
 struct DeviceData {
     identity: Arc<DeviceIdentity>,
-    attributes: IndexMap<Arc<str>, Value>,
+    attributes: FastIndexMap<Arc<str>, Value>,
     /// Each message's telemetry as converted, in arrival order.
     telemetry: Vec<(i64, Vec<Datapoint>)>,
 }
@@ -88,7 +88,7 @@ impl UplinkBatch {
             .entry(data.device.name.clone())
             .or_insert_with(|| DeviceData {
                 identity: data.device.clone(),
-                attributes: IndexMap::new(),
+                attributes: FastIndexMap::default(),
                 telemetry: Vec::new(),
             });
         for point in data.attributes {

@@ -35,7 +35,6 @@ use connector_core::build::DeviceSet;
 use connector_core::route::{route, AttributeRequest, Routed};
 use tokio::sync::mpsc;
 
-use crate::clock::now_ms;
 use crate::events::AttributeRequestDropped;
 use crate::live::{Live, Snapshot};
 use connector_core::convert::ConvertedData;
@@ -107,15 +106,22 @@ impl Ingest {
     /// Handles one message from `peer` for the devices it feeds: an RPC waiting for the device's
     /// answer takes it; otherwise it is routed, and each device's attribute requests or data are
     /// queued. Waits while the uplink queue is full, which stops reading from the socket: TCP
-    /// backpressure. Returns false once the queue is closed (shutdown).
-    pub async fn deliver(&self, peer: SocketAddr, matched: &PeerDevices, message: &[u8]) -> bool {
+    /// backpressure. Returns false once the queue is closed (shutdown). `read_at_ms` is when the
+    /// bytes were read: the frames of one read share it, and the clock is read once per read.
+    pub async fn deliver(
+        &self,
+        peer: SocketAddr,
+        matched: &PeerDevices,
+        message: &[u8],
+        read_at_ms: i64,
+    ) -> bool {
         if self.links.deliver_reply(peer, message) {
             return true;
         }
         let set = matched.devices();
         self.links.seen(set, peer);
         let snapshot = matched.snapshot();
-        for (index, routed) in route(&snapshot.built.devices, set, message, now_ms()) {
+        for (index, routed) in route(&snapshot.built.devices, set, message, read_at_ms) {
             if let Some(counters) = snapshot.counters.get(index) {
                 counters.frames.inc();
                 counters.bytes.inc_by(message.len() as u64);

@@ -17,6 +17,7 @@ use tracing::{debug, error, info};
 use super::limits::{ConnectionLimits, OpenConnections};
 use super::links::{DeviceLinks, DeviceWriter};
 use super::{Ingest, PeerDevices};
+use crate::clock::now_ms;
 use crate::events::{
     warn_throttled, CloseReason, ConnectionAccepted, ConnectionClosed, ConnectionRejected,
     FrameRejected, RejectReason,
@@ -177,6 +178,7 @@ where
                 break;
             }
         };
+        let read_at_ms = now_ms();
         if !devices.refresh(&ingest.live) {
             info!(peer = %devices.peer_text(), "connection closed: after a configuration reload no device's address filter matches this peer");
             break;
@@ -189,7 +191,7 @@ where
             Ok(_) => {
                 let Some(framer) = framer.as_mut() else {
                     // ThingsBoard's behaviour: one read is one message.
-                    if !ingest.deliver(peer, &devices, &buffer).await {
+                    if !ingest.deliver(peer, &devices, &buffer, read_at_ms).await {
                         break;
                     }
                     continue;
@@ -197,7 +199,7 @@ where
                 loop {
                     match framer.next_frame(&mut buffer) {
                         Ok(Some(frame)) => {
-                            if !ingest.deliver(peer, &devices, &frame).await {
+                            if !ingest.deliver(peer, &devices, &frame, read_at_ms).await {
                                 break 'read;
                             }
                         }

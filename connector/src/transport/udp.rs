@@ -16,6 +16,7 @@ use tracing::warn;
 use bytes::BytesMut;
 
 use super::{Ingest, PeerDevices};
+use crate::clock::now_ms;
 use crate::events::{DatagramRejected, FrameRejected, UdpKernelDrops, UdpReceiveBufferCapped};
 use crate::live::Live;
 
@@ -113,6 +114,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
         };
         match received {
             Ok((n, peer)) => {
+                let read_at_ms = now_ms();
                 let devices = peers.devices(&ingest.live, peer);
                 if devices.is_empty() {
                     DatagramRejected {
@@ -123,7 +125,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
                 }
                 let datagram = &buffer[..n];
                 let Some(framing) = &built.framing else {
-                    if !ingest.deliver(peer, devices, datagram).await {
+                    if !ingest.deliver(peer, devices, datagram, read_at_ms).await {
                         break;
                     }
                     continue;
@@ -134,7 +136,7 @@ async fn receive(socket: Arc<UdpSocket>, ingest: &Ingest, mut stop: watch::Recei
                 loop {
                     match framer.next_frame(&mut bytes) {
                         Ok(Some(frame)) => {
-                            if !ingest.deliver(peer, devices, &frame).await {
+                            if !ingest.deliver(peer, devices, &frame, read_at_ms).await {
                                 return;
                             }
                         }
