@@ -207,6 +207,12 @@ pub struct Summary {
     /// for `i` below its count). Not printed.
     #[serde(skip)]
     pub sent_per_connection: Vec<u64>,
+    /// How late each write went, in µs, sorted: from when its first frame was due at the
+    /// requested rate (empty at the maximum rate). A generator that falls behind writes the
+    /// frames it owes back to back, so a tail here is the measuring side's, not the connector's.
+    /// Not printed.
+    #[serde(skip)]
+    pub write_lateness_us: Vec<u32>,
 }
 
 /// Microseconds since the Unix epoch.
@@ -361,6 +367,7 @@ impl Plan {
 struct Outcome {
     frames: u64,
     bytes: u64,
+    lateness_us: Vec<u32>,
     first_write: Option<Instant>,
     last_write: Option<Instant>,
     error: Option<String>,
@@ -488,11 +495,13 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
         senders.spawn(async move { (index, send(socket, plan, progress).await) });
     }
     let mut sent_per_connection = vec![0u64; n];
+    let mut write_lateness_us = Vec::new();
     let (mut frames, mut bytes) = (0u64, 0u64);
     let (mut first_write, mut last_write): (Option<Instant>, Option<Instant>) = (None, None);
     while let Some(joined) = senders.join_next().await {
         let (index, outcome) = joined.context("sender task")?;
         sent_per_connection[index] = outcome.frames;
+        write_lateness_us.extend(outcome.lateness_us);
         frames += outcome.frames;
         bytes += outcome.bytes;
         if let Some(error) = outcome.error {
@@ -526,6 +535,10 @@ pub async fn run(options: &LoadOptions, progress: Arc<Progress>) -> anyhow::Resu
         errors,
         first_error,
         sent_per_connection,
+        write_lateness_us: {
+            write_lateness_us.sort_unstable();
+            write_lateness_us
+        },
     })
 }
 
@@ -580,6 +593,13 @@ async fn send(mut socket: Socket, plan: Plan, progress: Arc<Progress>) -> Outcom
             });
             plan.wait_until(next_due.max(now + plan.tick)).await;
             continue;
+        }
+        if let Some(rate) = plan.rate {
+            let due_at = plan.start + Duration::from_secs_f64(outcome.frames as f64 / rate);
+            let late = now.saturating_duration_since(due_at).as_micros();
+            outcome
+                .lateness_us
+                .push(u32::try_from(late).unwrap_or(u32::MAX));
         }
         let sent_us = now_us();
         for (i, frame) in buffer.chunks_exact_mut(FRAME_LEN).take(frames).enumerate() {
@@ -725,5 +745,35 @@ mod tests {
         assert_eq!(summary.frames_sent, 101);
         assert_eq!(summary.sent_per_connection, [51, 50]);
         assert_eq!(reader.await.unwrap(), (0..101).collect::<Vec<u64>>());
+        assert!(summary.write_lateness_us.is_empty(), "no rate, no lateness");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_generator_reports_how_late_it_wrote() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut bytes = Vec::new();
+            stream.read_to_end(&mut bytes).await.unwrap();
+            bytes.len() / FRAME_LEN
+        });
+        // 20 frames, one every 5 ms; the runtime the writes run on is blocked for 60 ms soon
+        // after the start, so the frames due meanwhile go out late.
+        let mut options = LoadOptions::new(target, 1, 200, Duration::from_secs(10));
+        options.count = Some(20);
+        options.batch = Some(1);
+        tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::thread::sleep(Duration::from_millis(60));
+        });
+        let summary = run(&options, Arc::default()).await.unwrap();
+        assert_eq!(reader.await.unwrap(), 20);
+        let late = &summary.write_lateness_us;
+        assert_eq!(late.len(), 20, "one entry per write");
+        assert!(late.is_sorted());
+        assert!(late[19] >= 40_000, "the stall shows: {late:?}");
+        assert!(late[0] < 20_000, "the first writes were on time: {late:?}");
     }
 }

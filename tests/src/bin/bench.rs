@@ -296,6 +296,7 @@ fn throughput(options: &Options) -> anyhow::Result<Value> {
         "unexpected": stats.distinct.saturating_sub(sent),
         "parse_errors": stats.parse_errors,
         "generator_errors": summary.errors,
+        "generator_late_ms": latency_json(&summary.write_lateness_us),
         "window_s": round(window, 3),
         "connect_s": round(sending_since.duration_since(start).as_secs_f64(), 3),
         "connect_connector_cpu_pct": round(cpu_percent(&samples, 0, start, sending_since), 1),
