@@ -56,15 +56,15 @@ struct Cli {
     /// When frames come faster than this, a worker that runs out of work waits out the rest of
     /// these milliseconds before it sleeps on the sockets, so that one wake-up reads the frames
     /// of many devices (docs/benchmarks.md#read-coalescing); every frame waits at most about
-    /// this long for its read. 0 reads every frame the moment it arrives.
+    /// this long for its read. 0 reads every frame the moment it arrives. Default: 3 with one
+    /// worker, 2 with several.
     #[arg(
         long,
         global = true,
         env = "SOCKET_CONNECTOR_READ_COALESCING_MS",
-        default_value_t = read_coalescing::DEFAULT_WINDOW.as_millis() as u64,
         value_parser = clap::value_parser!(u64).range(0..=100)
     )]
-    read_coalescing_ms: u64,
+    read_coalescing_ms: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,7 +314,11 @@ fn main() -> ExitCode {
         builder
     };
     builder.enable_all();
-    read_coalescing::install(&mut builder, Duration::from_millis(cli.read_coalescing_ms));
+    let coalescing_window = cli.read_coalescing_ms.map_or_else(
+        || read_coalescing::default_window(workers),
+        Duration::from_millis,
+    );
+    read_coalescing::install(&mut builder, coalescing_window);
     let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -19,9 +19,18 @@ use tokio::runtime::Builder;
 
 use crate::metrics::metrics;
 
-/// The default window: with the uplink publishing what each wake-up read, 10,000 devices × 1
-/// frame/s are packed about 22 to a publish for about 1.5 ms of median latency.
-pub const DEFAULT_WINDOW: Duration = Duration::from_millis(2);
+/// The window without `--read-coalescing-ms`. One worker (the current-thread scheduler, which
+/// publishes all that one wake-up read): 3 ms, which packs 10,000 devices × 1 frame/s about 31 to
+/// a publish at about 1.9 ms of median latency, for 0.87 of the CPU of 2 ms. Several workers:
+/// 2 ms, as 3 ms saved them little CPU and took `unframed`'s p99 above 5 ms
+/// (docs/benchmarks.md#the-window-with-one-worker-3-ms-2026-12-07).
+pub fn default_window(workers: usize) -> Duration {
+    if workers == 1 {
+        Duration::from_millis(3)
+    } else {
+        Duration::from_millis(2)
+    }
+}
 
 thread_local! {
     /// When this worker last woke, and how long it had waited for IO before that.
@@ -90,6 +99,13 @@ mod tests {
 
     const WINDOW: Duration = Duration::from_millis(2);
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn one_worker_coalesces_longer_than_several() {
+        assert_eq!(default_window(1), Duration::from_millis(3));
+        assert_eq!(default_window(2), Duration::from_millis(2));
+        assert_eq!(default_window(16), Duration::from_millis(2));
+    }
 
     #[test]
     fn pauses_only_while_frames_come_faster_than_the_window() {
