@@ -759,16 +759,26 @@ mod tests {
             stream.read_to_end(&mut bytes).await.unwrap();
             bytes.len() / FRAME_LEN
         });
-        // 20 frames, one every 5 ms; the runtime the writes run on is blocked for 60 ms soon
-        // after the start, so the frames due meanwhile go out late.
+        // 20 frames, one every 5 ms; the runtime the writes run on is blocked for 60 ms from
+        // 12 ms after the first write was due, so the frames due meanwhile go out late.
         let mut options = LoadOptions::new(target, 1, 200, Duration::from_secs(10));
         options.count = Some(20);
         options.batch = Some(1);
-        tokio::spawn(async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            std::thread::sleep(Duration::from_millis(60));
+        let progress = Arc::new(Progress::default());
+        tokio::spawn({
+            let progress = progress.clone();
+            async move {
+                for _ in 0..10_000 {
+                    if let Some(start) = progress.sending_since.get() {
+                        tokio::time::sleep_until((*start + Duration::from_millis(12)).into()).await;
+                        std::thread::sleep(Duration::from_millis(60));
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
         });
-        let summary = run(&options, Arc::default()).await.unwrap();
+        let summary = run(&options, progress).await.unwrap();
         assert_eq!(reader.await.unwrap(), 20);
         let late = &summary.write_lateness_us;
         assert_eq!(late.len(), 20, "one entry per write");
