@@ -355,6 +355,12 @@ struct Plan {
 }
 
 impl Plan {
+    /// When frame `index` of this connection is due at its rate; None without a rate.
+    fn due_at(&self, index: u64) -> Option<Instant> {
+        let rate = self.rate?;
+        Some(self.start + Duration::from_secs_f64(index as f64 / rate))
+    }
+
     async fn wait_until(&self, at: Instant) {
         match &self.pacer {
             Some(pacer) => pacer.until(at).await,
@@ -588,14 +594,11 @@ async fn send(mut socket: Socket, plan: Plan, progress: Arc<Progress>) -> Outcom
             // Sleep until the next frame is due, and at least a tick so that writes of several
             // frames fill up. Polling every tick instead would wake each of 10,000 slow
             // connections 50 times a second and make the generator the bottleneck.
-            let next_due = plan.rate.map_or(now, |rate| {
-                plan.start + Duration::from_secs_f64(outcome.frames as f64 / rate)
-            });
+            let next_due = plan.due_at(outcome.frames).unwrap_or(now);
             plan.wait_until(next_due.max(now + plan.tick)).await;
             continue;
         }
-        if let Some(rate) = plan.rate {
-            let due_at = plan.start + Duration::from_secs_f64(outcome.frames as f64 / rate);
+        if let Some(due_at) = plan.due_at(outcome.frames) {
             let late = now.saturating_duration_since(due_at).as_micros();
             outcome
                 .lateness_us
