@@ -83,14 +83,18 @@ impl UplinkBatch {
             return;
         }
         self.datapoints += data.telemetry.len() + data.attributes.len();
-        let entry = self
-            .devices
-            .entry(data.device.name.clone())
-            .or_insert_with(|| DeviceData {
-                identity: data.device.clone(),
-                attributes: FastIndexMap::default(),
-                telemetry: Vec::new(),
-            });
+        // Looked up before inserting: `entry` would clone the name's Arc for every message.
+        let entry = match self.devices.get_mut(&data.device.name) {
+            Some(entry) => entry,
+            None => self
+                .devices
+                .entry(data.device.name.clone())
+                .or_insert_with(|| DeviceData {
+                    identity: data.device.clone(),
+                    attributes: FastIndexMap::default(),
+                    telemetry: Vec::new(),
+                }),
+        };
         for point in data.attributes {
             entry.attributes.insert(point.key, point.value);
         }

@@ -155,12 +155,19 @@ impl Uplink {
                     let mut batch = UplinkBatch::new();
                     let mut read_at = Vec::with_capacity(incoming.len());
                     self.follow_renames();
-                    for mut message in incoming.drain(..) {
+                    // `get` asks for the configured name, so before renaming.
+                    self.last_values.record_all(&incoming);
+                    let mut messages = incoming.drain(..).peekable();
+                    while let Some(mut message) = messages.next() {
                         self.seen += 1;
-                        // `get` asks for the configured name.
-                        self.last_values.record(&message);
+                        // A device's last message in a run of its messages stands for the run.
+                        let run_goes_on = messages
+                            .peek()
+                            .is_some_and(|next| Arc::ptr_eq(&next.device, &message.device));
                         self.rename(&mut message);
-                        self.seen_in_batch.insert(message.device.name.clone(), self.seen);
+                        if !run_goes_on {
+                            self.seen_in_batch.insert(message.device.name.clone(), self.seen);
+                        }
                         let decision = self.filter.filter(&mut message, now);
                         metrics.report_suppressed.inc_by(decision.suppressed as u64);
                         read_at.push(message.ts_ms);
