@@ -235,6 +235,7 @@ fn throughput(options: &Options) -> anyhow::Result<Value> {
     let mosquitto_pid = child_pid("mosquitto");
     let mut pids = vec![connector_pid, std::process::id()];
     pids.extend(mosquitto_pid);
+    let (steal, machine) = (pids.len(), pids.len() + 1);
     let sampler = Sampler::start(pids);
 
     let progress = Arc::new(Progress::default());
@@ -291,6 +292,8 @@ fn throughput(options: &Options) -> anyhow::Result<Value> {
         "connector_end_rss_mib": round(end_rss as f64 / 1024.0, 2),
         "mosquitto_cpu_pct": if mosquitto_pid.is_some() { json!(round(cpu(2), 1)) } else { Value::Null },
         "bench_cpu_pct": round(cpu(1), 1),
+        "other_processes_cpu_pct": round((cpu(machine) - (0..steal).map(cpu).sum::<f64>()).max(0.0), 1),
+        "machine_steal_pct": round(cpu(steal), 1),
         "lost": sent.saturating_sub(stats.distinct),
         "duplicates": stats.duplicates,
         "unexpected": stats.distinct.saturating_sub(sent),
@@ -978,7 +981,42 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// The machine's CPU ticks from the `cpu` line of /proc/stat: stolen by the hypervisor, and spent
+/// in processes (user, nice and system time, which the processes' own ticks add up to).
+fn machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal ...
+    let field = |index: usize| fields.get(index).copied();
+    Some(MachineTicks {
+        steal: field(7)?,
+        processes: field(0)? + field(1)? + field(2)?,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MachineTicks {
+    steal: u64,
+    processes: u64,
+}
+
 type Samples = Vec<(Instant, Vec<Option<u64>>)>;
+
+/// The ticks of each process, then the machine's stolen and process ticks (indices
+/// `pids.len()` and `pids.len() + 1`).
+fn sample_ticks(pids: &[u32]) -> Vec<Option<u64>> {
+    let mut ticks: Vec<Option<u64>> = pids.iter().map(|&p| proc_ticks(p)).collect();
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| machine_ticks(&stat));
+    ticks.push(machine.map(|m| m.steal));
+    ticks.push(machine.map(|m| m.processes));
+    ticks
+}
 
 /// CPU ticks of some processes every 20 ms, and on demand.
 struct Sampler {
@@ -1000,7 +1038,7 @@ impl Sampler {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let ticks = pids.iter().map(|&p| proc_ticks(p)).collect();
+                    let ticks = sample_ticks(&pids);
                     samples.lock().unwrap().push((Instant::now(), ticks));
                     thread::sleep(Duration::from_millis(20));
                 }
@@ -1015,7 +1053,7 @@ impl Sampler {
     }
 
     fn sample_now(&self) {
-        let ticks = self.pids.iter().map(|&p| proc_ticks(p)).collect();
+        let ticks = sample_ticks(&self.pids);
         self.samples.lock().unwrap().push((Instant::now(), ticks));
     }
 
@@ -1090,4 +1128,25 @@ fn latency_json(sorted_us: &[u32]) -> Value {
         "p999": at(0.999),
         "max": at(1.0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ticks_are_read_from_the_cpu_line() {
+        let stat = "cpu  2456634 10 570215 2865329 16307 0 137362 78820 0 0\n\
+                    cpu0 1228317 5 285107 1432664 8153 0 68681 39410 0 0\n\
+                    intr 1 2 3\n";
+        assert_eq!(
+            machine_ticks(stat),
+            Some(MachineTicks {
+                steal: 78820,
+                processes: 2456634 + 10 + 570215,
+            })
+        );
+        assert_eq!(machine_ticks("cpu  1 2 3\n"), None, "no steal column");
+        assert_eq!(machine_ticks("intr 1 2 3\n"), None);
+    }
 }
