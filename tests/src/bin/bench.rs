@@ -235,7 +235,8 @@ fn throughput(options: &Options) -> anyhow::Result<Value> {
     let mosquitto_pid = child_pid("mosquitto");
     let mut pids = vec![connector_pid, std::process::id()];
     pids.extend(mosquitto_pid);
-    let (steal, machine) = (pids.len(), pids.len() + 1);
+    let processes = pids.len();
+    let (steal, machine) = (processes, processes + 1);
     let sampler = Sampler::start(pids);
 
     let progress = Arc::new(Progress::default());
@@ -292,7 +293,7 @@ fn throughput(options: &Options) -> anyhow::Result<Value> {
         "connector_end_rss_mib": round(end_rss as f64 / 1024.0, 2),
         "mosquitto_cpu_pct": if mosquitto_pid.is_some() { json!(round(cpu(2), 1)) } else { Value::Null },
         "bench_cpu_pct": round(cpu(1), 1),
-        "other_processes_cpu_pct": round((cpu(machine) - (0..steal).map(cpu).sum::<f64>()).max(0.0), 1),
+        "other_processes_cpu_pct": round((cpu(machine) - (0..processes).map(cpu).sum::<f64>()).max(0.0), 1),
         "machine_steal_pct": round(cpu(steal), 1),
         "lost": sent.saturating_sub(stats.distinct),
         "duplicates": stats.duplicates,
