@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use connector_core::convert::{ConvertedData, Datapoint};
-use connector_core::FastIndexMap;
+use connector_core::{get_or_insert_with, FastIndexMap};
 use serde_json::Value;
 
 /// Last value per key of one device.
@@ -29,11 +29,7 @@ impl LastValues {
             {
                 continue;
             }
-            // Looked up before inserting: `entry` would clone the name's Arc for every message.
-            let device = match values.get_mut(&data.device.name) {
-                Some(device) => device,
-                None => values.entry(data.device.name.clone()).or_default(),
-            };
+            let device = get_or_insert_with(&mut values, &data.device.name, KeyValues::default);
             for point in data.telemetry.iter().chain(&data.attributes) {
                 match device.get_mut(&point.key) {
                     Some(last) => assign(last, &point.value),

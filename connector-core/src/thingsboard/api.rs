@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::convert::{ConvertedData, Datapoint, DeviceIdentity};
-use crate::FastIndexMap;
+use crate::{get_or_insert_with, FastIndexMap};
 
 pub mod topic {
     pub const CONNECT: &str = "v1/gateway/connect";
@@ -83,18 +83,11 @@ impl UplinkBatch {
             return;
         }
         self.datapoints += data.telemetry.len() + data.attributes.len();
-        // Looked up before inserting: `entry` would clone the name's Arc for every message.
-        let entry = match self.devices.get_mut(&data.device.name) {
-            Some(entry) => entry,
-            None => self
-                .devices
-                .entry(data.device.name.clone())
-                .or_insert_with(|| DeviceData {
-                    identity: data.device.clone(),
-                    attributes: FastIndexMap::default(),
-                    telemetry: Vec::new(),
-                }),
-        };
+        let entry = get_or_insert_with(&mut self.devices, &data.device.name, || DeviceData {
+            identity: data.device.clone(),
+            attributes: FastIndexMap::default(),
+            telemetry: Vec::new(),
+        });
         for point in data.attributes {
             entry.attributes.insert(point.key, point.value);
         }
